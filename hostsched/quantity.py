@@ -1,0 +1,103 @@
+"""Parse and format the quantities of the command line and the config file.
+
+CPU is carried as integer millicores; memory and disk as integer bytes. Single-letter units and
+``KiB``…``PiB`` are binary (``4G`` = 4 GiB, as in Docker and QEMU); ``kB``…``PB`` are decimal (as in
+LXD). Units are case-insensitive.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from hostsched.errors import QuantityError
+
+_BINARY = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+_DECIMAL = {"k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15}
+_NUMBER = r"(\d+(?:\.\d*)?|\.\d+)"
+_BYTES_RE = re.compile(rf"^{_NUMBER}\s*(?:([kmgtp])(ib|b)?|(b))?$", re.IGNORECASE)
+_CPU_RE = re.compile(rf"^{_NUMBER}\s*(m)?$", re.IGNORECASE)
+
+#: Upper bound on any quantity (8 EiB would overflow Lua's exact integer range long before).
+MAX_BYTES = 1 << 53
+MAX_MILLICORES = 10**9
+
+
+def parse_bytes(text: str | int, *, what: str = "size") -> int:
+    """``'4G'`` → 4294967296, ``'4GB'`` → 4000000000; raises QuantityError on anything else."""
+    if isinstance(text, bool):
+        raise QuantityError(f"invalid {what} {text!r}")
+    if isinstance(text, int):
+        if text < 0 or text > MAX_BYTES:
+            raise QuantityError(f"invalid {what} {text!r}: out of range")
+        return text
+    match = _BYTES_RE.match(str(text).strip())
+    if not match:
+        raise QuantityError(
+            f"invalid {what} {text!r}", hint="use bytes with a unit, e.g. 512M, 4G, 4GiB or 4GB"
+        )
+    number, letter, suffix, _plain_b = match.groups()
+    factor = 1
+    if letter:
+        letter = letter.lower()
+        factor = _DECIMAL[letter] if suffix and suffix.lower() == "b" else _BINARY[letter]
+    value = float(number) * factor
+    if not math.isfinite(value) or value > MAX_BYTES:
+        raise QuantityError(f"invalid {what} {text!r}: out of range")
+    return int(round(value))
+
+
+def parse_cpu(text: str | int | float) -> int:
+    """``'2'`` → 2000, ``'0.5'`` → 500, ``'500m'`` → 500 millicores."""
+    if isinstance(text, bool):
+        raise QuantityError(f"invalid CPU {text!r}")
+    if isinstance(text, int | float):
+        text = repr(text)
+    match = _CPU_RE.match(text.strip())
+    if not match:
+        raise QuantityError(
+            f"invalid CPU {text!r}", hint="use cores (2, 0.5) or millicores (500m)"
+        )
+    number, milli = match.groups()
+    value = float(number) if milli else float(number) * 1000
+    if not math.isfinite(value) or value > MAX_MILLICORES:
+        raise QuantityError(f"invalid CPU {text!r}: out of range")
+    return int(round(value))
+
+
+def parse_count(text: str | int, *, what: str = "GPU count") -> int:
+    """A whole non-negative number such as a GPU count."""
+    if isinstance(text, bool):
+        raise QuantityError(f"invalid {what} {text!r}")
+    if isinstance(text, int):
+        if text < 0:
+            raise QuantityError(f"invalid {what} {text!r}")
+        return text
+    if not re.fullmatch(r"\d{1,9}", text.strip()):
+        raise QuantityError(f"invalid {what} {text!r}", hint="use a whole number such as 0 or 1")
+    return int(text.strip())
+
+
+def cores(millicores: int) -> float | int:
+    """Millicores as cores for JSON: an int when whole, else a float."""
+    whole, rest = divmod(millicores, 1000)
+    return whole if rest == 0 else millicores / 1000
+
+
+def format_cpu(millicores: int) -> str:
+    """``2000`` → ``'2'``, ``2500`` → ``'2.5'``, ``250`` → ``'250m'``."""
+    if millicores % 1000 == 0:
+        return str(millicores // 1000)
+    if millicores < 1000:
+        return f"{millicores}m"
+    return f"{millicores / 1000:g}"
+
+
+def format_bytes(size: int) -> str:
+    """Binary units for people: ``25769803776`` → ``'24.0 GiB'``."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024:
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} PiB"
