@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from types import MappingProxyType
 
 DIMENSIONS = ("cpu", "memory", "disk", "gpu")
@@ -86,11 +86,10 @@ class Overcommit:
         )
 
 
-class HostStatus(str, Enum):
+class HostStatus(StrEnum):
     ONLINE = "online"
     OFFLINE = "offline"
     STALE = "stale"
-    CORDONED = "cordoned"
     CORRUPT = "corrupt"
 
 
@@ -125,6 +124,7 @@ class HostSnapshot:
     instances: int = 0
     age: float | None = None
     reservations: tuple[Reservation, ...] = ()
+    instance_names: frozenset[str] = frozenset()
     lock: str | None = None
     problem: str | None = None
 

@@ -44,7 +44,7 @@ def parse_bytes(text: str | int, *, what: str = "size") -> int:
     value = float(number) * factor
     if not math.isfinite(value) or value > MAX_BYTES:
         raise QuantityError(f"invalid {what} {text!r}: out of range")
-    return int(round(value))
+    return round(value)
 
 
 def parse_cpu(text: str | int | float) -> int:
@@ -55,14 +55,12 @@ def parse_cpu(text: str | int | float) -> int:
         text = repr(text)
     match = _CPU_RE.match(text.strip())
     if not match:
-        raise QuantityError(
-            f"invalid CPU {text!r}", hint="use cores (2, 0.5) or millicores (500m)"
-        )
+        raise QuantityError(f"invalid CPU {text!r}", hint="use cores (2, 0.5) or millicores (500m)")
     number, milli = match.groups()
     value = float(number) if milli else float(number) * 1000
     if not math.isfinite(value) or value > MAX_MILLICORES:
         raise QuantityError(f"invalid CPU {text!r}: out of range")
-    return int(round(value))
+    return round(value)
 
 
 def parse_count(text: str | int, *, what: str = "GPU count") -> int:

@@ -1,0 +1,423 @@
+"""The ``hostsched`` command line: parse options, call one core function, render.
+
+Core modules are imported inside the commands so ``hostsched --help`` stays light, and
+``main()`` is the one place where errors become messages and exit codes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+
+from hostsched.errors import ExitCode, HostschedError, UsageError
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+    from hostsched.config import Config
+    from hostsched.scheduler import Scheduler
+
+app = typer.Typer(
+    name="hostsched",
+    help="Place workloads on a fleet of LXD/Incus hosts, with Redis as the shared state.\n\n"
+    "Example: hostsched collect && hostsched schedule --cpu 2 --mem 4G",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals may hold a Redis URL with its password
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+store_app = typer.Typer(
+    help="The embedded valkey-server used when no Redis URL is configured.\n\n"
+    "Example: hostsched store status",
+    no_args_is_help=True,
+)
+app.add_typer(store_app, name="store")
+
+# -- the global options, defined once and accepted before or after the command -------------
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", envvar="HOSTSCHED_CONFIG", help="Config file (YAML).", show_default=False
+    ),
+]
+RedisUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--redis-url",
+        envvar="HOSTSCHED_REDIS_URL",
+        help="redis://, rediss:// or unix:// URL; default: the embedded server.",
+        show_default=False,
+        show_envvar=True,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")]
+
+
+@dataclass
+class Options:
+    config: Path | None = None
+    redis_url: str | None = None
+    json: bool = False
+    verbose: bool = False
+
+
+def _options(
+    ctx: typer.Context, config: Path | None, redis_url: str | None, json_: bool, verbose: bool
+) -> Options:
+    """The command's global options merged with those given before the command name."""
+    base = ctx.find_object(Options) or Options()
+    return Options(
+        config=config or base.config,
+        redis_url=redis_url or base.redis_url,
+        json=json_ or base.json,
+        verbose=verbose or base.verbose,
+    )
+
+
+@app.callback()
+def _main(
+    ctx: typer.Context,
+    config: ConfigOption = None,
+    redis_url: RedisUrlOption = None,
+    json_: JsonOption = False,
+    verbose: VerboseOption = False,
+) -> None:
+    ctx.obj = Options(config, redis_url, json_, verbose)
+
+
+def _config(opts: Options, *, strategy: str | None = None) -> Config:
+    from hostsched.config import load_config
+
+    return load_config(opts.config).with_overrides(redis_url=opts.redis_url, strategy=strategy)
+
+
+def _scheduler(config: Config) -> Scheduler:
+    from hostsched.connect import open_store
+    from hostsched.scheduler import Scheduler
+
+    return Scheduler(config, open_store(config))
+
+
+def _emit_json(document: Any) -> None:
+    sys.stdout.write(json.dumps(document) + "\n")
+    sys.stdout.flush()
+
+
+def _show(renderable: RenderableType, *, stderr: bool = False) -> None:
+    from rich.console import Console
+
+    Console(stderr=stderr, highlight=False).print(renderable)
+
+
+def _note(message: str) -> None:
+    """Detail for people, on stderr so stdout stays scriptable."""
+    sys.stderr.write(message + "\n")
+
+
+# -- commands --------------------------------------------------------------------------
+
+
+@app.command()
+def collect(
+    ctx: typer.Context,
+    interval: Annotated[
+        float | None,
+        typer.Option(help="Collect again every N seconds until SIGTERM/Ctrl-C.", min=0.1),
+    ] = None,
+    config: ConfigOption = None,
+    redis_url: RedisUrlOption = None,
+    json_: JsonOption = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Read every configured host's resources and store them in Redis.
+
+    Example: hostsched collect --interval 30
+    """
+    from hostsched.collect import collect as collect_fleet
+    from hostsched.render import collect_json, collect_table
+
+    opts = _options(ctx, config, redis_url, json_, verbose)
+    cfg = _config(opts)
+    scheduler = _scheduler(cfg)
+    worst = ExitCode.OK
+
+    def once() -> None:
+        nonlocal worst
+        report = collect_fleet(cfg, scheduler.store)
+        if opts.json:
+            _emit_json(collect_json(report))
+        else:
+            _show(collect_table(report), stderr=False)
+        if report.failed:
+            worst = ExitCode.PARTIAL
+
+    _run(once, interval)
+    if worst:
+        raise typer.Exit(worst)
+
+
+def _run(job: Any, interval: float | None) -> None:
+    if interval is None:
+        job()
+        return
+    from hostsched.loop import repeat
+
+    repeat(interval, job)
+
+
+@app.command()
+def schedule(
+    ctx: typer.Context,
+    cpu: Annotated[str, typer.Option(help="Cores (2, 0.5) or millicores (500m).")],
+    mem: Annotated[str, typer.Option(help="Memory: 4G = 4 GiB, 4GB = 4·10⁹ bytes.")] = "0",
+    disk: Annotated[str, typer.Option(help="Disk, same units as --mem.")] = "0",
+    gpu: Annotated[str, typer.Option(help="Whole GPUs.")] = "0",
+    label: Annotated[
+        list[str] | None, typer.Option(help="Only hosts with this label (key=value); repeatable.")
+    ] = None,
+    id_: Annotated[
+        list[str] | None,
+        typer.Option("--id", help="Reservation id = the instance name to create; repeatable."),
+    ] = None,
+    count: Annotated[int, typer.Option(help="Place N workloads together.", min=1)] = 1,
+    strategy: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SCHEDULING_STRATEGY",
+            help="Strategy (default from the config).",
+            show_envvar=True,
+        ),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan only; reserve nothing.")] = False,
+    config: ConfigOption = None,
+    redis_url: RedisUrlOption = None,
+    json_: JsonOption = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Choose a host for a workload, reserve its resources and print the host's name.
+
+    Example: HOST=$(hostsched schedule --cpu 2 --mem 4G --id web-1)
+    """
+    from hostsched.model import Request, Resources
+    from hostsched.quantity import parse_bytes, parse_count, parse_cpu
+    from hostsched.render import plan_json
+    from hostsched.scheduler import describe
+
+    opts = _options(ctx, config, redis_url, json_, verbose)
+    request = Request(
+        Resources(
+            parse_cpu(cpu),
+            parse_bytes(mem, what="memory"),
+            parse_bytes(disk, what="disk"),
+            parse_count(gpu),
+        ),
+        _labels(label or []),
+    )
+    cfg = _config(opts, strategy=strategy)
+    plan = _scheduler(cfg).schedule(
+        request, count=count, ids=id_ or [], strategy=strategy, dry_run=dry_run
+    )
+    if opts.json:
+        _emit_json(plan_json(plan))
+        return
+    for placement in plan.placements:
+        how = (
+            "would place"
+            if plan.dry_run
+            else ("already placed" if placement.existing else "placed")
+        )
+        _note(
+            f"{how} {placement.id} on {placement.host} ({plan.strategy}): "
+            f"{describe(placement.resources)}"
+        )
+        sys.stdout.write(placement.host + "\n")
+
+
+def _labels(pairs: list[str]) -> dict[str, str]:
+    labels = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"invalid label {pair!r}", hint="use key=value, e.g. zone=us-west-1a")
+        labels[key] = value
+    return labels
+
+
+@app.command()
+def release(
+    ctx: typer.Context,
+    ids: Annotated[list[str], typer.Argument(help="Reservation ids to drop.", show_default=False)],
+    config: ConfigOption = None,
+    redis_url: RedisUrlOption = None,
+    json_: JsonOption = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Drop reservations whose instances were never created.
+
+    Example: hostsched release web-1
+    """
+    from hostsched.render import release_json
+
+    opts = _options(ctx, config, redis_url, json_, verbose)
+    report = _scheduler(_config(opts)).release(ids)
+    if opts.json:
+        _emit_json(release_json(report))
+    else:
+        for rid in report.released:
+            _note(f"released {rid}")
+        for rid in report.missing:
+            _note(f"no reservation {rid}")
+
+
+@app.command()
+def cleanup(
+    ctx: typer.Context,
+    interval: Annotated[
+        float | None, typer.Option(help="Clean up every N seconds until SIGTERM/Ctrl-C.", min=0.1)
+    ] = None,
+    config: ConfigOption = None,
+    redis_url: RedisUrlOption = None,
+    json_: JsonOption = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Prune expired reservations and hosts whose data has expired.
+
+    Example: hostsched cleanup --interval 30
+    """
+    from hostsched.render import cleanup_json
+
+    opts = _options(ctx, config, redis_url, json_, verbose)
+    scheduler = _scheduler(_config(opts))
+
+    def once() -> None:
+        report = scheduler.cleanup()
+        if opts.json:
+            _emit_json(cleanup_json(report))
+            return
+        _note(f"removed {report.removed} expired reservations on {report.hosts} hosts")
+        if report.forgotten:
+            _note(f"forgot hosts with expired data: {', '.join(report.forgotten)}")
+        if report.corrupt:
+            _note(f"reservations that do not parse on: {', '.join(report.corrupt)}")
+
+    _run(once, interval)
+
+
+@app.command()
+def inspect(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Argument(help="One host; default: the whole fleet.")] = None,
+    config: ConfigOption = None,
+    redis_url: RedisUrlOption = None,
+    json_: JsonOption = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Show the fleet, or one host in detail.
+
+    Example: hostsched inspect hypervisor-01
+    """
+    from hostsched.render import fleet_json, fleet_table, host_detail
+
+    opts = _options(ctx, config, redis_url, json_, verbose)
+    fleet = _scheduler(_config(opts)).inspect(host)
+    if opts.json:
+        _emit_json(fleet_json(fleet))
+    elif host is not None:
+        _show(host_detail(fleet.hosts[0]))
+    else:
+        _show(fleet_table(fleet))
+
+
+@store_app.command("status")
+def store_status(
+    ctx: typer.Context, json_: JsonOption = False, verbose: VerboseOption = False
+) -> None:
+    """Show whether the embedded server runs, where, and how big its data is.
+
+    Example: hostsched store status
+    """
+    from hostsched.embedded import EmbeddedServer
+    from hostsched.render import store_json
+
+    opts = _options(ctx, None, None, json_, verbose)
+    status = EmbeddedServer().status()
+    if opts.json:
+        _emit_json(store_json(status))
+        return
+    state = f"running (pid {status.pid})" if status.running else "stopped"
+    _note(f"embedded server: {state}\nsocket: {status.socket}\ndata: {status.data_dir}")
+    if status.running:
+        _note(f"version: {status.version}, keys: {status.keys}, memory: {status.used_memory} B")
+
+
+@store_app.command("stop")
+def store_stop(
+    ctx: typer.Context, json_: JsonOption = False, verbose: VerboseOption = False
+) -> None:
+    """Stop the embedded server; its data is kept for the next start.
+
+    Example: hostsched store stop
+    """
+    from hostsched.embedded import EmbeddedServer
+
+    opts = _options(ctx, None, None, json_, verbose)
+    stopped = EmbeddedServer().stop()
+    if opts.json:
+        _emit_json({"stopped": stopped})
+    else:
+        _note("embedded server stopped" if stopped else "embedded server was not running")
+
+
+# -- the one place where errors become exit codes ------------------------------------------
+
+
+def _fail(code: ExitCode, slug: str, message: str, hint: str | None, as_json: bool) -> NoReturn:
+    if as_json:
+        from hostsched.render import error_json
+
+        _emit_json(error_json(slug, message, hint))
+    else:
+        _note(f"hostsched: error: {message}")
+        if hint:
+            _note(f"hint: {hint}")
+    raise SystemExit(int(code))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``hostsched`` console script."""
+    args = sys.argv[1:] if argv is None else argv
+    as_json = "--json" in args
+    verbose = "--verbose" in args or "-v" in args
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=args, prog_name="hostsched", standalone_mode=False)
+    except HostschedError as exc:
+        if verbose:
+            raise
+        _fail(exc.exit_code, exc.code, exc.message, exc.hint, as_json)
+    except typer.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except (typer.Abort, KeyboardInterrupt):
+        _fail(ExitCode.INTERNAL, "interrupted", "interrupted", None, as_json)
+    except typer.TyperException as exc:  # a usage error found while parsing the command line
+        hint = "see `hostsched --help` or `hostsched COMMAND --help`"
+        _fail(ExitCode.USAGE, "usage_error", exc.format_message(), hint, as_json)
+    except Exception as exc:
+        if verbose:
+            raise
+        _fail(
+            ExitCode.INTERNAL,
+            "internal_error",
+            f"{type(exc).__name__}: {exc}",
+            "run again with --verbose for the traceback",
+            as_json,
+        )
+    raise SystemExit(code if isinstance(code, int) else 0)

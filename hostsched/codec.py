@@ -1,0 +1,142 @@
+"""The stored value formats (version 1): encode what collect writes, decode what is read.
+
+Decoding validates: a value that is not ours (corrupt, foreign, another version) raises
+:class:`BadValue`, so one bad host is reported and skipped instead of breaking the fleet.
+The Lua scripts read the same formats; keep both sides in step.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from hostsched.model import Overcommit, Resources
+
+VERSION = 1
+#: Values larger than this are not ours (a host record is a few KiB even with many instances).
+MAX_VALUE_BYTES = 8 << 20
+
+
+class BadValue(ValueError):
+    """A stored value that does not parse as hostsched's own."""
+
+
+@dataclass(frozen=True)
+class Actual:
+    """A host's actual resources as stored by collect."""
+
+    capacity: Resources
+    used: Resources
+    overcommit: Overcommit
+    labels: Mapping[str, str]
+    instances: int
+    names: tuple[str, ...]
+    collected_at: float
+    source: str = "static"
+
+
+def encode_actual(
+    *,
+    capacity: Resources,
+    used: Resources,
+    overcommit: Overcommit,
+    labels: Mapping[str, str],
+    names: Sequence[str],
+    instances: int | None = None,
+    source: str = "static",
+) -> str:
+    """The JSON body for write_actual.lua (which adds ``collected_at`` by the server clock)."""
+    return json.dumps(
+        {
+            "v": VERSION,
+            "source": source,
+            "capacity": capacity.as_dict(),
+            "used": used.as_dict(),
+            "overcommit": {
+                "cpu": overcommit.cpu,
+                "memory": overcommit.memory,
+                "disk": overcommit.disk,
+            },
+            "labels": dict(labels),
+            "instances": len(names) if instances is None else instances,
+            "names": list(names),
+        },
+        separators=(",", ":"),
+    )
+
+
+def _load(raw: bytes | str) -> dict[str, object]:
+    if len(raw) > MAX_VALUE_BYTES:
+        raise BadValue(f"value is too large ({len(raw)} bytes)")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadValue("not JSON") from exc
+    if not isinstance(data, dict):
+        raise BadValue("not a JSON object")
+    return data
+
+
+def _resources(data: Mapping[str, object], field: str) -> Resources:
+    value = data.get(field)
+    if not isinstance(value, dict):
+        raise BadValue(f"{field} is missing")
+    try:
+        return Resources.from_mapping(value)
+    except ValueError as exc:
+        raise BadValue(f"{field}: {exc}") from exc
+
+
+def _ratio(data: Mapping[str, object], name: str) -> float:
+    value = data.get(name, 1.0)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise BadValue(f"overcommit.{name} is not a positive number")
+    return float(value)
+
+
+def decode_actual(raw: bytes | str) -> Actual:
+    """Parse ``P:resource:{H}``; raises BadValue if it is not version-1 hostsched data."""
+    data = _load(raw)
+    if data.get("v") != VERSION:
+        raise BadValue(f"unknown version {data.get('v')!r}")
+    collected_at = data.get("collected_at")
+    if isinstance(collected_at, bool) or not isinstance(collected_at, int | float):
+        raise BadValue("collected_at is missing")
+    ratios = data.get("overcommit", {})
+    labels = data.get("labels", {})
+    names = data.get("names", [])
+    instances = data.get("instances", 0)
+    if not isinstance(ratios, dict):
+        raise BadValue("overcommit is not an object")
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        raise BadValue("labels are not strings")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise BadValue("names are not strings")
+    if isinstance(instances, bool) or not isinstance(instances, int) or instances < 0:
+        raise BadValue("instances is not a count")
+    return Actual(
+        capacity=_resources(data, "capacity"),
+        used=_resources(data, "used"),
+        overcommit=Overcommit(
+            _ratio(ratios, "cpu"), _ratio(ratios, "memory"), _ratio(ratios, "disk")
+        ),
+        labels=MappingProxyType(dict(labels)),
+        instances=instances,
+        names=tuple(names),
+        collected_at=float(collected_at),
+        source=str(data.get("source", "static")),
+    )
+
+
+def decode_reservation(raw: bytes | str) -> tuple[Resources, float]:
+    """Parse one entry of ``P:resource:scheduled:{H}``: its amounts and server time."""
+    data = _load(raw)
+    created = data.get("t")
+    if isinstance(created, bool) or not isinstance(created, int | float):
+        raise BadValue("reservation has no time")
+    try:
+        return Resources.from_mapping(data), float(created)
+    except ValueError as exc:
+        raise BadValue(f"reservation: {exc}") from exc

@@ -1,0 +1,241 @@
+"""Every Lua script and store operation against a real redis-server."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+import redis
+
+from hostsched.codec import decode_actual, encode_actual
+from hostsched.model import Overcommit, Resources
+from hostsched.store import Store
+
+G = 1 << 30
+HOST = "hv-1"
+
+
+def put_host(
+    store: Store,
+    name: str = HOST,
+    *,
+    capacity: Resources = Resources(4000, 8 * G, 100 * G, 1),
+    used: Resources = Resources(),
+    overcommit: Overcommit = Overcommit(),
+    names: tuple[str, ...] = (),
+) -> None:
+    body = encode_actual(
+        capacity=capacity, used=used, overcommit=overcommit, labels={"zone": "a"}, names=names
+    )
+    grant = store.acquire_locks([name], ttl=30)[name]
+    assert grant.acquired
+    outcome = store.write_actual({name: (grant, body, names)}, resource_ttl=3600)[name]
+    store.release_locks({name: grant})
+    assert outcome.status == "ok"
+
+
+def reserve(store: Store, *items: tuple[str, Resources], ttl: float = 120, stale: float = 300):
+    return store.reserve({HOST: list(items)}, reservation_ttl=ttl, stale_after=stale)[HOST]
+
+
+def reservations(store: Store, host: str = HOST) -> dict[str, dict[str, float]]:
+    raw = store.client.hgetall(store.keys.scheduled(host))
+    return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+
+@contextmanager
+def round_trips() -> Iterator[list[int]]:
+    """Count requests sent to the server (a pipeline is one)."""
+    sent = [0]
+    original = redis.connection.AbstractConnection.send_packed_command
+
+    def counting(self, command, check_health=True):  # type: ignore[no-untyped-def]
+        sent[0] += 1
+        return original(self, command, check_health)
+
+    redis.connection.AbstractConnection.send_packed_command = counting  # type: ignore[method-assign]
+    try:
+        yield sent
+    finally:
+        redis.connection.AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
+
+
+def test_write_actual_stores_server_time_and_generation(store: Store) -> None:
+    before = store.ping()
+    put_host(store)
+    actual = decode_actual(store.client.get(store.keys.resource(HOST)))
+    assert before <= actual.collected_at <= store.ping()
+    assert actual.capacity == Resources(4000, 8 * G, 100 * G, 1)
+    assert store.client.get(store.keys.generation(HOST)) == b"1"
+    assert store.host_names() == {HOST}
+    assert 3500 < store.client.ttl(store.keys.resource(HOST)) <= 3600
+    put_host(store)
+    assert store.client.get(store.keys.generation(HOST)) == b"2"
+
+
+def test_write_actual_is_fenced_by_lock_token(store: Store) -> None:
+    grant = store.acquire_locks([HOST], ttl=30)[HOST]
+    store.client.set(store.keys.lock(HOST), "someone-else")
+    body = encode_actual(capacity=Resources(1000), used=Resources(), overcommit=Overcommit(),
+                         labels={}, names=())  # fmt: skip
+    outcome = store.write_actual({HOST: (grant, body, ())}, resource_ttl=60)[HOST]
+    assert outcome.status == "lock_lost"
+    assert store.client.get(store.keys.resource(HOST)) is None
+    assert store.host_names() == frozenset()
+
+
+def test_older_reading_never_overwrites_newer(store: Store) -> None:
+    old = store.acquire_locks([HOST], ttl=30)[HOST]  # reading starts now ...
+    store.client.delete(store.keys.lock(HOST))  # ... its lock expires meanwhile
+    put_host(store, capacity=Resources(8000))  # a newer reading is stored
+    store.client.set(store.keys.lock(HOST), old.token)  # even holding the lock again
+    body = encode_actual(capacity=Resources(1000), used=Resources(), overcommit=Overcommit(),
+                         labels={}, names=())  # fmt: skip
+    assert store.write_actual({HOST: (old, body, ())}, resource_ttl=60)[HOST].status == "newer"
+    assert decode_actual(store.client.get(store.keys.resource(HOST))).capacity.cpu == 8000
+
+
+def test_reserve_fits_exactly_then_refuses(store: Store) -> None:
+    put_host(store, used=Resources(1000, 2 * G))
+    ok = reserve(store, ("a", Resources(2000, 4 * G)), ("b", Resources(1000, 2 * G)))
+    assert ok.status == "ok" and set(ok.placed) == {"a", "b"}
+    assert ok.reserved == Resources(3000, 6 * G) and ok.limit == Resources(4000, 8 * G, 100 * G, 1)
+    full = reserve(store, ("c", Resources(1)))
+    assert full.status == "full" and full.placed == ()
+    assert set(reservations(store)) == {"a", "b"}
+
+
+def test_reserve_batch_is_all_or_nothing(store: Store) -> None:
+    put_host(store)
+    outcome = reserve(store, ("a", Resources(3000)), ("b", Resources(3000)))
+    assert outcome.status == "full"
+    assert reservations(store) == {}
+
+
+def test_reserve_is_idempotent_by_id(store: Store) -> None:
+    put_host(store)
+    first = reserve(store, ("web-1", Resources(3000, G)))
+    again = reserve(store, ("web-1", Resources(3000, G)))
+    assert first.placed == ("web-1",) and again.existing == ("web-1",) and again.placed == ()
+    assert again.reserved == Resources(3000, G)
+    assert list(reservations(store)) == ["web-1"]
+
+
+def test_reserve_uses_server_time_and_ttl(store: Store) -> None:
+    put_host(store)
+    before = store.ping()
+    reserve(store, ("a", Resources(1000)))
+    entry = reservations(store)["a"]
+    assert before <= entry["t"] <= store.ping()
+    assert entry == {"cpu": 1000, "memory": 0, "disk": 0, "gpu": 0, "t": entry["t"]}
+    assert 0 < store.client.pttl(store.keys.scheduled(HOST)) <= 120_000
+
+
+def test_expired_reservations_stop_counting(store: Store) -> None:
+    put_host(store)
+    assert reserve(store, ("old", Resources(4000)), ttl=0.05).status == "ok"
+    time.sleep(0.1)
+    outcome = reserve(store, ("new", Resources(4000)), ttl=0.05)
+    assert outcome.status == "ok"
+    assert list(reservations(store)) == ["new"]
+
+
+def test_overcommit_applies_but_not_to_gpus(store: Store) -> None:
+    put_host(store, capacity=Resources(4000, 8 * G, 0, 1), overcommit=Overcommit(cpu=2.0))
+    assert reserve(store, ("a", Resources(8000))).status == "ok"
+    assert reserve(store, ("b", Resources(1))).status == "full"
+    store.client.delete(store.keys.scheduled(HOST))
+    assert reserve(store, ("g1", Resources(0, 0, 0, 1))).status == "ok"
+    assert reserve(store, ("g2", Resources(0, 0, 0, 1))).status == "full"
+
+
+def test_reserve_refuses_stale_missing_and_instances(store: Store) -> None:
+    assert reserve(store, ("a", Resources(1))).status == "missing"
+    put_host(store, names=("web-1",))
+    assert reserve(store, ("a", Resources(1)), stale=-1).status == "stale"
+    already = reserve(store, ("web-1", Resources(1000)))
+    assert already.existing == ("web-1",) and reservations(store) == {}
+
+
+@pytest.mark.parametrize(
+    "actual",
+    [b"garbage{", b"[1,2]", b'{"v":2}', b'{"v":1,"collected_at":1}', b'{"v":1,"capacity":"x"}'],
+)
+def test_reserve_refuses_corrupt_actual(store: Store, actual: bytes) -> None:
+    store.client.set(store.keys.resource(HOST), actual)
+    outcome = reserve(store, ("a", Resources(1)))
+    assert outcome.status == "corrupt"
+    assert reservations(store) == {}
+
+
+def test_reserve_refuses_corrupt_reservations(store: Store) -> None:
+    put_host(store)
+    store.client.hset(store.keys.scheduled(HOST), "bad", "not json")
+    assert reserve(store, ("a", Resources(1))).status == "corrupt"
+    store.client.delete(store.keys.scheduled(HOST))
+    store.client.rpush(store.keys.scheduled(HOST), "a list")
+    assert reserve(store, ("a", Resources(1))).status == "corrupt"
+    assert store.client.lrange(store.keys.scheduled(HOST), 0, -1) == [b"a list"]
+
+
+def test_collect_reconciles_matching_reservation_only(store: Store) -> None:
+    put_host(store)
+    reserve(store, ("web-1", Resources(1000)), ("web-2", Resources(1000)))
+    grant = store.acquire_locks([HOST], ttl=30)[HOST]
+    body = encode_actual(capacity=Resources(4000, 8 * G), used=Resources(1000),
+                         overcommit=Overcommit(), labels={}, names=["web-1"])  # fmt: skip
+    outcome = store.write_actual({HOST: (grant, body, ["web-1"])}, resource_ttl=60)[HOST]
+    assert outcome.status == "ok" and outcome.dropped == ("web-1",)
+    assert list(reservations(store)) == ["web-2"]
+
+
+def test_release_drops_only_named(store: Store) -> None:
+    put_host(store)
+    reserve(store, ("a", Resources(1)), ("b", Resources(1)))
+    assert store.release({HOST: ["a", "zzz"]}) == {HOST: ("a",)}
+    assert list(reservations(store)) == ["b"]
+
+
+def test_cleanup_prunes_expired_and_reports_corrupt(store: Store) -> None:
+    put_host(store)
+    reserve(store, ("old-1", Resources(1)), ("old-2", Resources(1)))
+    time.sleep(0.06)
+    reserve(store, ("new", Resources(1)), ttl=1)
+    store.client.hset(store.keys.scheduled(HOST), "bad", "{")
+    outcome = store.cleanup([HOST, "gone"], reservation_ttl=0.05)
+    assert outcome[HOST].removed == 2 and outcome[HOST].corrupt == 1
+    assert outcome[HOST].remaining == 2
+    assert outcome[HOST].has_actual and not outcome["gone"].has_actual
+    assert set(store.client.hkeys(store.keys.scheduled(HOST))) == {b"bad", b"new"}
+
+
+def test_lock_is_exclusive_and_released_by_token(store: Store) -> None:
+    first = store.acquire_locks([HOST], ttl=30)[HOST]
+    second = store.acquire_locks([HOST], ttl=30)[HOST]
+    assert first.acquired and not second.acquired and second.holder == first.token
+    store.release_locks({HOST: second})  # not acquired: nothing happens
+    assert store.client.get(store.keys.lock(HOST)) == first.token.encode()
+    store.client.set(store.keys.lock(HOST), "other")
+    store.release_locks({HOST: first})  # no longer ours: left alone
+    assert store.client.get(store.keys.lock(HOST)) == b"other"
+
+
+def test_fleet_read_is_one_round_trip(store: Store) -> None:
+    names = [f"h{i}" for i in range(50)]
+    for name in names:
+        put_host(store, name)
+    with round_trips() as sent:
+        fleet = store.read_fleet(names)
+    assert sent[0] == 1 and len(fleet.hosts) == 50
+    with round_trips() as sent:
+        fleet = store.read_fleet([])
+    assert sent[0] == 2 and len(fleet.hosts) == 50
+
+
+def test_scripts_reload_after_script_flush(store: Store) -> None:
+    put_host(store)
+    store.client.script_flush()
+    assert reserve(store, ("a", Resources(1))).status == "ok"
