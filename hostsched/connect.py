@@ -7,15 +7,19 @@ from hostsched.keys import Keys
 from hostsched.store import Store
 
 
-def open_store(config: Config) -> Store:
-    """A Store for ``config``; starts the embedded valkey-server if no URL is configured."""
-    url = config.redis.url
-    if url is None:
-        from hostsched.embedded import EmbeddedServer
+def store_url(config: Config) -> str:
+    """The configured Redis URL, else the embedded valkey-server's (started if need be)."""
+    if config.redis.url is not None:
+        return config.redis.url
+    from hostsched.embedded import EmbeddedServer
 
-        url = EmbeddedServer().ensure_running()
+    return EmbeddedServer().ensure_running()
+
+
+def open_store(config: Config) -> Store:
+    """A Store for ``config``."""
     return Store.connect(
-        url,
+        store_url(config),
         keys=Keys(config.redis.prefix),
         password=config.redis.password,
         timeout=config.redis.timeout,

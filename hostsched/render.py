@@ -157,35 +157,45 @@ def _labels(labels: Mapping[str, str]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "-"
 
 
+def _short_bytes(size: int) -> str:
+    """``34359738368`` → ``32G``: the fleet table's narrow binary units."""
+    value = float(size)
+    for unit in ("", "K", "M", "G", "T"):
+        if value < 1024:
+            return f"{value:.3g}{unit}"
+        value /= 1024
+    return f"{value:.3g}P"
+
+
+def _compact(host: HostSnapshot, name: str) -> str:
+    """``24G/32G``: used + reserved over capacity, for the fleet table."""
+    taken = getattr(host.used, name) + getattr(host.reserved, name)
+    total = getattr(host.capacity, name)
+    fmt = {"cpu": format_cpu, "gpu": str}.get(name, _short_bytes)
+    return f"{fmt(taken)}/{fmt(total)}"
+
+
 def fleet_table(fleet: Fleet) -> RenderableType:
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=f"{len(fleet.hosts)} hosts", title_justify="left")
-    for column in (
-        "host",
-        "status",
-        "cpu",
-        "memory",
-        "disk",
-        "gpu",
-        "inst",
-        "resv",
-        "age",
-        "labels",
-    ):
-        table.add_column(column, no_wrap=column not in ("labels",))
+    table = Table(
+        title=f"{len(fleet.hosts)} hosts",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    for column in ("host", "status", "cpu", "memory", "disk", "gpu", "inst", "resv", "age"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("labels")
     for host in fleet.hosts:
         status = host.status.value
+        known = host.age is not None
         table.add_row(
             host.name,
             f"[{_STATUS_STYLE.get(status, '')}]{status}[/]",
-            *(
-                (_usage(host, n) if host.age is not None else "-")
-                for n in ("cpu", "memory", "disk")
-            ),
-            f"{host.used.gpu + host.reserved.gpu}/{host.capacity.gpu}"
-            if host.age is not None
-            else "-",
+            *((_compact(host, n) if known else "-") for n in ("cpu", "memory", "disk", "gpu")),
             str(host.instances),
             str(len(host.reservations)),
             _age(host.age),

@@ -79,11 +79,19 @@ def reservation_ids(ids: Sequence[str], count: int) -> list[str]:
 class Scheduler:
     """hostsched's operations on one store, configured by one Config."""
 
-    def __init__(self, config: Config, store: Store, *, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        *,
+        rng: random.Random | None = None,
+        expected: Sequence[str] = (),
+    ) -> None:
         self.config = config
         self.store = store
         self.rng = rng or random.Random()
-        self._expected: list[str] = [h.name for h in config.hosts]
+        # Hosts to read in the same round trip as the host set; grows with what is stored.
+        self._expected: list[str] = [*expected, *(h.name for h in config.hosts)]
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -206,12 +214,13 @@ class Scheduler:
     ) -> list[Placement] | None:
         """Choose a host for each id on a copy of the view; None if one of them fits nowhere."""
         local = dict(view)
+        weights = self.config.weights
         plan = []
         for rid in ids:
             ctx = Context(
                 request=request.resources,
                 request_id=rid,
-                weights=self.config.weights.as_tuple(),
+                weights=(weights.cpu, weights.memory, weights.disk),
                 cursor=cursor,
                 rng=self.rng,
             )

@@ -1,0 +1,189 @@
+"""The use cases against a real redis-server: schedule, release, cleanup, inspect, collect."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from hostsched.collect import collect
+from hostsched.config import Config, HostConfig, StaticHost
+from hostsched.errors import InsufficientResources, NoHostsError, UnknownHostError, UsageError
+from hostsched.model import HostStatus, Request, Resources
+from hostsched.scheduler import Scheduler
+from hostsched.store import Store
+from tests.redis.test_store import round_trips
+
+G = 1 << 30
+
+
+def static(name: str, cpu: int, used_cpu: int = 0, zone: str = "a", gpu: int = 0) -> HostConfig:
+    return HostConfig(
+        name=name,
+        labels={"zone": zone},
+        static=StaticHost(Resources(cpu * 1000, 64 * G, 1000 * G, gpu), Resources(used_cpu * 1000)),
+    )
+
+
+def fleet_config(*hosts: HostConfig, **settings: object) -> Config:
+    return replace(Config(hosts=hosts), **settings)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def two_hosts(store: Store) -> Scheduler:
+    config = fleet_config(static("hv-a", 8, zone="a"), static("hv-b", 8, used_cpu=2, zone="b"))
+    collect(config, store)
+    return Scheduler(config, store)
+
+
+def cpu(cores: float) -> Request:
+    return Request(Resources(int(cores * 1000)))
+
+
+def reserved(store: Store, host: str) -> set[str]:
+    return {k.decode() for k in store.client.hkeys(store.keys.scheduled(host))}
+
+
+def test_schedule_reserves_on_least_loaded(two_hosts: Scheduler) -> None:
+    plan = two_hosts.schedule(cpu(2), ids=["web-1"])
+    assert [(p.id, p.host) for p in plan.placements] == [("web-1", "hv-a")]
+    assert reserved(two_hosts.store, "hv-a") == {"web-1"}
+
+
+def test_one_placement_costs_two_round_trips(two_hosts: Scheduler) -> None:
+    with round_trips() as sent:
+        two_hosts.schedule(cpu(1))
+    assert sent[0] == 2  # one pipelined fleet read, one reserve script
+
+
+def test_count_batches_one_script_per_host_in_one_round_trip(two_hosts: Scheduler) -> None:
+    with round_trips() as sent:
+        plan = two_hosts.schedule(cpu(1), count=10, ids=["job"])
+    assert sent[0] == 2
+    assert sorted(p.id for p in plan.placements) == sorted(f"job-{i}" for i in range(1, 11))
+    on = {h: len(reserved(two_hosts.store, h)) for h in ("hv-a", "hv-b")}
+    assert sum(on.values()) == 10 and on["hv-a"] == 6  # least_loaded evens them out
+
+
+def test_count_is_all_or_nothing(two_hosts: Scheduler) -> None:
+    with pytest.raises(InsufficientResources):
+        two_hosts.schedule(cpu(4), count=4)  # room for 3 x 4 cores only
+    assert reserved(two_hosts.store, "hv-a") == reserved(two_hosts.store, "hv-b") == set()
+
+
+def test_stale_snapshot_is_refused_by_script_and_next_host_used(two_hosts: Scheduler) -> None:
+    snapshot = two_hosts.fleet()
+    other = Scheduler(two_hosts.config, two_hosts.store)
+    other.schedule(cpu(8), ids=["filler"])  # fills hv-a behind our back
+    two_hosts.fleet = lambda: snapshot  # type: ignore[method-assign]
+    plan = two_hosts.schedule(cpu(2), ids=["late"])
+    assert plan.placements[0].host == "hv-b"
+    assert reserved(two_hosts.store, "hv-a") == {"filler"}
+
+
+def test_insufficient_when_nothing_fits(two_hosts: Scheduler) -> None:
+    with pytest.raises(InsufficientResources, match="most free: hv-a"):
+        two_hosts.schedule(cpu(9))
+
+
+def test_retry_with_same_id_is_not_counted_twice(two_hosts: Scheduler) -> None:
+    first = two_hosts.schedule(cpu(2), ids=["web-1"]).placements[0]
+    again = two_hosts.schedule(cpu(2), ids=["web-1"]).placements[0]
+    assert again.existing and again.host == first.host
+    assert reserved(two_hosts.store, "hv-a") | reserved(two_hosts.store, "hv-b") == {"web-1"}
+
+
+def test_dry_run_reserves_nothing(two_hosts: Scheduler) -> None:
+    plan = two_hosts.schedule(cpu(1), count=3, dry_run=True)
+    assert plan.dry_run and len(plan.placements) == 3
+    assert reserved(two_hosts.store, "hv-a") == reserved(two_hosts.store, "hv-b") == set()
+
+
+def test_labels_restrict_hosts(two_hosts: Scheduler) -> None:
+    plan = two_hosts.schedule(Request(Resources(1000), {"zone": "b"}))
+    assert plan.placements[0].host == "hv-b"
+    with pytest.raises(NoHostsError, match="zone=c"):
+        two_hosts.schedule(Request(Resources(1000), {"zone": "c"}))
+
+
+def test_round_robin_rotates_across_schedulers(two_hosts: Scheduler) -> None:
+    hosts = [
+        Scheduler(two_hosts.config, two_hosts.store).schedule(cpu(1), strategy="round_robin")
+        .placements[0].host
+        for _ in range(4)
+    ]  # fmt: skip
+    assert hosts == ["hv-a", "hv-b", "hv-a", "hv-b"]
+
+
+def test_consistent_hash_is_stable(two_hosts: Scheduler) -> None:
+    hosts = {
+        two_hosts.schedule(cpu(1), ids=["same"], strategy="consistent_hash", dry_run=True)
+        .placements[0].host
+        for _ in range(5)
+    }  # fmt: skip
+    assert len(hosts) == 1
+
+
+def test_stale_and_corrupt_hosts_are_skipped(store: Store) -> None:
+    config = fleet_config(static("hv-a", 8), static("hv-b", 8), static("hv-c", 8))
+    collect(config, store)
+    store.client.set(store.keys.resource("hv-b"), b"\x00garbage")
+    store.client.rpush(store.keys.scheduled("hv-c"), "foreign list")
+    scheduler = Scheduler(config, store)
+    fleet = scheduler.inspect()
+    assert [h.status for h in fleet.hosts] == [HostStatus.ONLINE, HostStatus.CORRUPT,
+                                               HostStatus.CORRUPT]  # fmt: skip
+    for _ in range(4):
+        assert scheduler.schedule(cpu(2)).placements[0].host == "hv-a"
+    assert store.client.get(store.keys.resource("hv-b")) == b"\x00garbage"
+    stale = Scheduler(replace(config, host_stale_after=-1), store)
+    with pytest.raises(NoHostsError, match="online"):
+        stale.schedule(cpu(1))
+
+
+def test_no_hosts_known(store: Store) -> None:
+    with pytest.raises(NoHostsError, match="no hosts known"):
+        Scheduler(Config(), store).schedule(cpu(1))
+
+
+def test_bad_requests_are_usage_errors(two_hosts: Scheduler) -> None:
+    for call in (
+        lambda: two_hosts.schedule(cpu(0)),
+        lambda: two_hosts.schedule(cpu(1), ids=["a b"]),
+        lambda: two_hosts.schedule(cpu(1), count=2, ids=["a", "a"]),
+        lambda: two_hosts.schedule(cpu(1), count=3, ids=["a", "b"]),
+        lambda: two_hosts.schedule(cpu(1), strategy="fastest"),
+    ):
+        with pytest.raises(UsageError):
+            call()
+    assert reserved(two_hosts.store, "hv-a") == reserved(two_hosts.store, "hv-b") == set()
+
+
+def test_release_and_missing(two_hosts: Scheduler) -> None:
+    two_hosts.schedule(cpu(1), count=2, ids=["w"])
+    report = two_hosts.release(["w-1", "nope"])
+    assert report.released == ("w-1",) and report.missing == ("nope",)
+    assert reserved(two_hosts.store, "hv-a") | reserved(two_hosts.store, "hv-b") == {"w-2"}
+
+
+def test_cleanup_forgets_expired_unconfigured_hosts(two_hosts: Scheduler) -> None:
+    store = two_hosts.store
+    store.client.sadd(store.keys.hosts, "ghost")
+    report = two_hosts.cleanup()
+    assert report.forgotten == ("ghost",) and report.hosts == 3
+    assert store.host_names() == {"hv-a", "hv-b"}
+
+
+def test_inspect_unknown_host(two_hosts: Scheduler) -> None:
+    with pytest.raises(UnknownHostError):
+        two_hosts.inspect("nope")
+    one = two_hosts.inspect("hv-b").hosts
+    assert len(one) == 1 and one[0].used.cpu == 2000 and one[0].age is not None
+
+
+def test_collect_skips_locked_host(two_hosts: Scheduler) -> None:
+    store = two_hosts.store
+    store.client.set(store.keys.lock("hv-b"), "other-collector")
+    report = collect(two_hosts.config, store)
+    assert {h.name: h.status for h in report.hosts} == {"hv-a": "stored", "hv-b": "skipped"}
+    assert store.client.get(store.keys.lock("hv-b")) == b"other-collector"
