@@ -1,0 +1,1 @@
+complete --command hostsched --no-files --arguments "(env _HOSTSCHED_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) hostsched)" --condition "env _HOSTSCHED_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) hostsched"

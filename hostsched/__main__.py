@@ -1,0 +1,5 @@
+"""``python -m hostsched`` runs the command line."""
+
+from hostsched.cli import main
+
+main()
