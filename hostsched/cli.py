@@ -204,7 +204,9 @@ def schedule(
 ) -> None:
     """Choose a host for a workload, reserve its resources and print the host's name.
 
-    Example: HOST=$(hostsched schedule --cpu 2 --mem 4G --id web-1)
+    Only the host name goes to stdout, so HOST=$(hostsched schedule ...) works.
+
+    Example: hostsched schedule --cpu 2 --mem 4G --id web-1
     """
     from hostsched.model import Request, Resources
     from hostsched.quantity import parse_bytes, parse_count, parse_cpu

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from fractions import Fraction
 
 from hostsched.errors import QuantityError
 
@@ -41,8 +42,8 @@ def parse_bytes(text: str | int, *, what: str = "size") -> int:
     if letter:
         letter = letter.lower()
         factor = _DECIMAL[letter] if suffix and suffix.lower() == "b" else _BINARY[letter]
-    value = float(number) * factor
-    if not math.isfinite(value) or value > MAX_BYTES:
+    value = Fraction(number) * factor  # exact, even next to MAX_BYTES
+    if value > MAX_BYTES:
         raise QuantityError(f"invalid {what} {text!r}: out of range")
     return round(value)
 
@@ -63,14 +64,14 @@ def parse_cpu(text: str | int | float) -> int:
     return round(value)
 
 
-def parse_count(text: str | int, *, what: str = "GPU count") -> int:
+def parse_count(text: str | int | float, *, what: str = "GPU count") -> int:
     """A whole non-negative number such as a GPU count."""
     if isinstance(text, bool):
         raise QuantityError(f"invalid {what} {text!r}")
-    if isinstance(text, int):
-        if text < 0:
+    if isinstance(text, int | float):
+        if text < 0 or text != int(text):
             raise QuantityError(f"invalid {what} {text!r}")
-        return text
+        return int(text)
     if not re.fullmatch(r"\d{1,9}", text.strip()):
         raise QuantityError(f"invalid {what} {text!r}", hint="use a whole number such as 0 or 1")
     return int(text.strip())
@@ -84,11 +85,12 @@ def cores(millicores: int) -> float | int:
 
 def format_cpu(millicores: int) -> str:
     """``2000`` → ``'2'``, ``2500`` → ``'2.5'``, ``250`` → ``'250m'``."""
-    if millicores % 1000 == 0:
-        return str(millicores // 1000)
-    if millicores < 1000:
+    whole, rest = divmod(millicores, 1000)
+    if rest == 0:
+        return str(whole)
+    if whole == 0:
         return f"{millicores}m"
-    return f"{millicores / 1000:g}"
+    return f"{whole}.{rest:03d}".rstrip("0")
 
 
 def format_bytes(size: int) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from hostsched.model import HostSnapshot, Plan, Resources
@@ -137,7 +137,8 @@ def _share(used: int, total: int) -> str:
 
 def _usage(host: HostSnapshot, name: str) -> str:
     """``12/16 (75.0% used)`` with reservations counted as used, in human units."""
-    fmt = format_cpu if name == "cpu" else (str if name == "gpu" else format_bytes)
+    formats: dict[str, Callable[[int], str]] = {"cpu": format_cpu, "gpu": str}
+    fmt = formats.get(name, format_bytes)
     taken = getattr(host.used, name) + getattr(host.reserved, name)
     total = getattr(host.capacity, name)
     return f"{fmt(taken)}/{fmt(total)} ({_share(taken, total)} used)"
@@ -171,7 +172,8 @@ def _compact(host: HostSnapshot, name: str) -> str:
     """``24G/32G``: used + reserved over capacity, for the fleet table."""
     taken = getattr(host.used, name) + getattr(host.reserved, name)
     total = getattr(host.capacity, name)
-    fmt = {"cpu": format_cpu, "gpu": str}.get(name, _short_bytes)
+    formats: dict[str, Callable[[int], str]] = {"cpu": format_cpu, "gpu": str}
+    fmt = formats.get(name, _short_bytes)
     return f"{fmt(taken)}/{fmt(total)}"
 
 

@@ -51,11 +51,25 @@ def start_redis(directory: Path, *extra: str) -> RedisServer:
     binary = require_binary("redis-server")
     socket = directory / "redis.sock"
     process = subprocess.Popen(
-        [binary, "--port", "0", "--unixsocket", str(socket), "--unixsocketperm", "700",
-         "--dir", str(directory), "--save", "", "--appendonly", "no", *extra],
+        [
+            binary,
+            "--port",
+            "0",
+            "--unixsocket",
+            str(socket),
+            "--unixsocketperm",
+            "700",
+            "--dir",
+            str(directory),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            *extra,
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
     server = RedisServer(f"unix://{socket}", socket, directory, process)
     deadline = time.monotonic() + 10
     while True:

@@ -49,11 +49,21 @@ def test_processes_fill_fleet_without_overcommit(
     start = tmp_path / "go"
     workers = [
         subprocess.Popen(
-            [sys.executable, "-m", "tests.redis.scheduler_worker", redis_url, prefix, f"p{i}",
-             STRATEGIES[i % len(STRATEGIES)], str(1 + i % 3), str(i), str(start)],
+            [
+                sys.executable,
+                "-m",
+                "tests.redis.scheduler_worker",
+                redis_url,
+                prefix,
+                f"p{i}",
+                STRATEGIES[i % len(STRATEGIES)],
+                str(1 + i % 3),
+                str(i),
+                str(start),
+            ],
             stdout=subprocess.PIPE,
             cwd=Path(__file__).parents[2],
-        )  # fmt: skip
+        )
         for i in range(processes)
     ]
     start.touch()

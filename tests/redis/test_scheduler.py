@@ -108,19 +108,22 @@ def test_labels_restrict_hosts(two_hosts: Scheduler) -> None:
 
 def test_round_robin_rotates_across_schedulers(two_hosts: Scheduler) -> None:
     hosts = [
-        Scheduler(two_hosts.config, two_hosts.store).schedule(cpu(1), strategy="round_robin")
-        .placements[0].host
+        Scheduler(two_hosts.config, two_hosts.store)
+        .schedule(cpu(1), strategy="round_robin")
+        .placements[0]
+        .host
         for _ in range(4)
-    ]  # fmt: skip
+    ]
     assert hosts == ["hv-a", "hv-b", "hv-a", "hv-b"]
 
 
 def test_consistent_hash_is_stable(two_hosts: Scheduler) -> None:
     hosts = {
         two_hosts.schedule(cpu(1), ids=["same"], strategy="consistent_hash", dry_run=True)
-        .placements[0].host
+        .placements[0]
+        .host
         for _ in range(5)
-    }  # fmt: skip
+    }
     assert len(hosts) == 1
 
 
@@ -131,8 +134,11 @@ def test_stale_and_corrupt_hosts_are_skipped(store: Store) -> None:
     store.client.rpush(store.keys.scheduled("hv-c"), "foreign list")
     scheduler = Scheduler(config, store)
     fleet = scheduler.inspect()
-    assert [h.status for h in fleet.hosts] == [HostStatus.ONLINE, HostStatus.CORRUPT,
-                                               HostStatus.CORRUPT]  # fmt: skip
+    assert [h.status for h in fleet.hosts] == [
+        HostStatus.ONLINE,
+        HostStatus.CORRUPT,
+        HostStatus.CORRUPT,
+    ]
     for _ in range(4):
         assert scheduler.schedule(cpu(2)).placements[0].host == "hv-a"
     assert store.client.get(store.keys.resource("hv-b")) == b"\x00garbage"

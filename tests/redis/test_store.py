@@ -79,8 +79,9 @@ def test_write_actual_stores_server_time_and_generation(store: Store) -> None:
 def test_write_actual_is_fenced_by_lock_token(store: Store) -> None:
     grant = store.acquire_locks([HOST], ttl=30)[HOST]
     store.client.set(store.keys.lock(HOST), "someone-else")
-    body = encode_actual(capacity=Resources(1000), used=Resources(), overcommit=Overcommit(),
-                         labels={}, names=())  # fmt: skip
+    body = encode_actual(
+        capacity=Resources(1000), used=Resources(), overcommit=Overcommit(), labels={}, names=()
+    )
     outcome = store.write_actual({HOST: (grant, body, ())}, resource_ttl=60)[HOST]
     assert outcome.status == "lock_lost"
     assert store.client.get(store.keys.resource(HOST)) is None
@@ -92,8 +93,9 @@ def test_older_reading_never_overwrites_newer(store: Store) -> None:
     store.client.delete(store.keys.lock(HOST))  # ... its lock expires meanwhile
     put_host(store, capacity=Resources(8000))  # a newer reading is stored
     store.client.set(store.keys.lock(HOST), old.token)  # even holding the lock again
-    body = encode_actual(capacity=Resources(1000), used=Resources(), overcommit=Overcommit(),
-                         labels={}, names=())  # fmt: skip
+    body = encode_actual(
+        capacity=Resources(1000), used=Resources(), overcommit=Overcommit(), labels={}, names=()
+    )
     assert store.write_actual({HOST: (old, body, ())}, resource_ttl=60)[HOST].status == "newer"
     assert decode_actual(store.client.get(store.keys.resource(HOST))).capacity.cpu == 8000
 
@@ -185,8 +187,13 @@ def test_collect_reconciles_matching_reservation_only(store: Store) -> None:
     put_host(store)
     reserve(store, ("web-1", Resources(1000)), ("web-2", Resources(1000)))
     grant = store.acquire_locks([HOST], ttl=30)[HOST]
-    body = encode_actual(capacity=Resources(4000, 8 * G), used=Resources(1000),
-                         overcommit=Overcommit(), labels={}, names=["web-1"])  # fmt: skip
+    body = encode_actual(
+        capacity=Resources(4000, 8 * G),
+        used=Resources(1000),
+        overcommit=Overcommit(),
+        labels={},
+        names=["web-1"],
+    )
     outcome = store.write_actual({HOST: (grant, body, ["web-1"])}, resource_ttl=60)[HOST]
     assert outcome.status == "ok" and outcome.dropped == ("web-1",)
     assert list(reservations(store)) == ["web-2"]

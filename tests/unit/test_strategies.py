@@ -14,31 +14,59 @@ from hostsched.strategies import STRATEGY_NAMES, Candidate, Context, rank, utili
 G = 1 << 30
 
 
-def host(name: str, cpu: int, used_cpu: int, mem: int = 64 * G, used_mem: int = 0,
-         instances: int = 0, gpu: int = 0) -> Candidate:  # fmt: skip
-    return Candidate(name, Resources(cpu, mem, 1000 * G, gpu), Resources(used_cpu, used_mem),
-                     instances)  # fmt: skip
+def host(
+    name: str,
+    cpu: int,
+    used_cpu: int,
+    mem: int = 64 * G,
+    used_mem: int = 0,
+    instances: int = 0,
+    gpu: int = 0,
+) -> Candidate:
+    return Candidate(
+        name, Resources(cpu, mem, 1000 * G, gpu), Resources(used_cpu, used_mem), instances
+    )
 
 
 candidates = st.lists(
     st.builds(
         Candidate,
         name=st.text("abcdefgh", min_size=1, max_size=6),
-        limit=st.builds(Resources, st.integers(0, 10**5), st.integers(0, 10**12),
-                        st.integers(0, 10**12), st.integers(0, 8)),  # fmt: skip
-        load=st.builds(Resources, st.integers(0, 10**5), st.integers(0, 10**12),
-                       st.integers(0, 10**12), st.integers(0, 8)),  # fmt: skip
+        limit=st.builds(
+            Resources,
+            st.integers(0, 10**5),
+            st.integers(0, 10**12),
+            st.integers(0, 10**12),
+            st.integers(0, 8),
+        ),
+        load=st.builds(
+            Resources,
+            st.integers(0, 10**5),
+            st.integers(0, 10**12),
+            st.integers(0, 10**12),
+            st.integers(0, 8),
+        ),
         instances=st.integers(0, 100),
     ),
     max_size=12,
     unique_by=lambda c: c.name,
 )
-requests = st.builds(Resources, st.integers(1, 10**5), st.integers(0, 10**12),
-                     st.integers(0, 10**12), st.integers(0, 4))  # fmt: skip
+requests = st.builds(
+    Resources,
+    st.integers(1, 10**5),
+    st.integers(0, 10**12),
+    st.integers(0, 10**12),
+    st.integers(0, 4),
+)
 
 
-@given(strategy=st.sampled_from(STRATEGY_NAMES), hosts=candidates, request=requests,
-       seed=st.integers(), request_id=st.text(max_size=8))  # fmt: skip
+@given(
+    strategy=st.sampled_from(STRATEGY_NAMES),
+    hosts=candidates,
+    request=requests,
+    seed=st.integers(),
+    request_id=st.text(max_size=8),
+)
 def test_never_ranks_a_host_that_does_not_fit(
     strategy: str, hosts: list[Candidate], request: Resources, seed: int, request_id: str
 ) -> None:
@@ -73,17 +101,25 @@ def test_round_robin_rotates_after_cursor() -> None:
     hosts = [host(n, 8000, 0) for n in ("c", "a", "b")]
     assert [h.name for h in rank("round_robin", hosts, Context(Resources(1)))] == ["a", "b", "c"]
     assert [h.name for h in rank("round_robin", hosts, Context(Resources(1), cursor="b"))] == [
-        "c", "a", "b"]  # fmt: skip
+        "c",
+        "a",
+        "b",
+    ]
     assert rank("round_robin", hosts, Context(Resources(1), cursor="zzz"))[0].name == "a"
 
 
 def test_least_cpu_breaks_ties_by_instances_then_randomly() -> None:
-    hosts = [host("x", 8000, 4000, instances=5), host("y", 8000, 4000, instances=2),
-             host("z", 8000, 6000, instances=0)]  # fmt: skip
+    hosts = [
+        host("x", 8000, 4000, instances=5),
+        host("y", 8000, 4000, instances=2),
+        host("z", 8000, 6000, instances=0),
+    ]
     assert [h.name for h in rank("least_cpu", hosts, Context(Resources(1)))] == ["y", "x", "z"]
     twins = [host("p", 8000, 0), host("q", 8000, 0)]
-    firsts = {rank("least_cpu", twins, Context(Resources(1), rng=random.Random(s)))[0].name
-              for s in range(40)}  # fmt: skip
+    firsts = {
+        rank("least_cpu", twins, Context(Resources(1), rng=random.Random(s)))[0].name
+        for s in range(40)
+    }
     assert firsts == {"p", "q"}
 
 

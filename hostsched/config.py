@@ -1,0 +1,487 @@
+"""Configuration: the YAML file, then the environment, then flags, resolved into one frozen Config.
+
+Validation walks the composed YAML nodes rather than the loaded values, so every error can name
+the file, the line and the dotted key (``hosts[1].static.memory``) an operator has to fix. A
+``null`` value anywhere means "use the default".
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field, replace
+from functools import partial
+from pathlib import Path
+from types import MappingProxyType
+from typing import NoReturn, TypeVar
+from urllib.parse import urlsplit
+
+import yaml
+from yaml.constructor import SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from hostsched.errors import ConfigError, QuantityError, UsageError
+from hostsched.model import ZERO, Overcommit, Resources
+from hostsched.quantity import parse_bytes, parse_count, parse_cpu
+from hostsched.strategies import DEFAULT_STRATEGY, STRATEGY_NAMES
+
+ENV_CONFIG = "HOSTSCHED_CONFIG"
+ENV_REDIS_URL = "HOSTSCHED_REDIS_URL"
+ENV_REDIS_PASSWORD = "HOSTSCHED_REDIS_PASSWORD"
+ENV_STRATEGY = "SCHEDULING_STRATEGY"
+URL_SCHEMES = ("redis", "rediss", "unix")
+MAX_NAME = 200
+#: Longest accepted duration (about 31 years); Redis would refuse absurd expiry times later.
+MAX_SECONDS = 10**9
+
+_TOP_KEYS = ("redis", "scheduling", "ttl", "hosts")
+_REDIS_KEYS = ("url", "password_file", "prefix", "timeout")
+_SCHEDULING_KEYS = ("strategy", "weights", "overcommit", "max_attempts")
+_TTL_KEYS = ("resource", "reservation", "lock", "host_stale_after")
+_HOST_KEYS = ("name", "labels", "overcommit", "static")
+# Live hosts (SPEC, "Hosts and configuration") are recognised so that they get a clear error.
+_LIVE_HOST_KEYS = ("address", "server_cert", "trust_password_file", "trust_password_env")
+_STATIC_KEYS = ("cpu", "memory", "disk", "gpu", "used", "instances")
+_USED_KEYS = ("cpu", "memory", "disk", "gpu")
+_RATIO_KEYS = ("cpu", "memory", "disk")
+
+_TAG = "tag:yaml.org,2002:"
+_NO_OVERCOMMIT = Overcommit()
+_UNIT_SECONDS = {"": 1, "ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)?", re.IGNORECASE)
+# A bare number of seconds, or numbers that all carry a unit (``1h30m``, not ``1h30``).
+_DURATION = re.compile(r"[0-9]+(?:\.[0-9]+)?|(?:[0-9]+(?:\.[0-9]+)?\s*(?:ms|s|m|h|d)\s*)+", re.I)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class StaticHost:
+    """Declared capacity and usage of a host hostsched cannot reach (and of demo fleets)."""
+
+    capacity: Resources
+    used: Resources = ZERO
+    instances: int = 0
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """One host of the fleet as configured; ``overcommit`` is already resolved against the fleet."""
+
+    name: str
+    labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    overcommit: Overcommit = field(default_factory=Overcommit)
+    static: StaticHost | None = None
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Weights of CPU, memory and disk utilisation in ``least_loaded``."""
+
+    cpu: float = 0.4
+    memory: float = 0.4
+    disk: float = 0.2
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    """Where the store is; ``url=None`` means the embedded server. Secrets never reach a repr."""
+
+    # The URL stays out of the repr too: it may carry a password of its own.
+    url: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)
+    prefix: str = "hostsched"
+    timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything hostsched is configured with, validated once; ``Config()`` is the defaults."""
+
+    path: Path | None = None
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    strategy: str = DEFAULT_STRATEGY
+    weights: Weights = field(default_factory=Weights)
+    overcommit: Overcommit = field(default_factory=Overcommit)
+    max_attempts: int = 8
+    resource_ttl: int = 86400
+    reservation_ttl: int = 120
+    lock_ttl: int = 30
+    host_stale_after: int = 300
+    hosts: tuple[HostConfig, ...] = ()
+
+    def host(self, name: str) -> HostConfig | None:
+        """The configured host called ``name``, if any."""
+        return next((host for host in self.hosts if host.name == name), None)
+
+    def with_overrides(
+        self, *, redis_url: str | None = None, strategy: str | None = None
+    ) -> Config:
+        """Apply command-line flags, the highest precedence; ``None`` keeps the current value."""
+        config = self
+        if redis_url is not None:
+            if (problem := url_problem(redis_url)) is not None:
+                raise UsageError(f"--redis-url: {problem}")
+            config = replace(config, redis=replace(config.redis, url=redis_url))
+        if strategy is not None:
+            if (problem := _strategy_problem(strategy)) is not None:
+                raise UsageError(problem)
+            config = replace(config, strategy=strategy)
+        return config
+
+
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Find, read and validate the config file, then apply the environment over it.
+
+    The file is ``path``, else ``$HOSTSCHED_CONFIG``, else ``./hostsched.yaml``, else
+    ``config.yaml`` in the user config directory, else none (built-in defaults). A file that is
+    named explicitly must exist; the two fallbacks are used only if they do.
+    """
+    env = os.environ if env is None else env
+    source, text = _find(path, env)
+    return _parse(text, source, env)
+
+
+def parse_duration(value: str | int | float) -> float:
+    """Seconds from ``30``, ``2.5``, ``'30s'``, ``'2m'``, ``'24h'``, ``'1d'``, ``'1h30m'``.
+
+    Raises QuantityError on anything else, including non-positive durations, so that the
+    command line (``--interval``) can reuse it with the same messages.
+    """
+    text = "" if isinstance(value, bool) else str(value).strip()
+    if not _DURATION.fullmatch(text):
+        hint = "use seconds or a duration such as 30s, 2m, 1h30m"
+        raise QuantityError(f"invalid duration {value!r}", hint=hint)
+    parts = _DURATION_PART.findall(text)
+    seconds = sum(float(number) * _UNIT_SECONDS[unit.lower()] for number, unit in parts)
+    if not math.isfinite(seconds) or seconds <= 0 or seconds > MAX_SECONDS:
+        raise QuantityError(f"invalid duration {value!r}: must be over 0 and at most 31 years")
+    return seconds
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot name a Redis server, or None; never quotes it: it may hold a password."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port
+    except ValueError:
+        return "not a valid URL"
+    scheme = parts.scheme.lower()
+    if scheme not in URL_SCHEMES:
+        return "a Redis URL starts with redis://, rediss:// or unix://"
+    if scheme == "unix":
+        return None if parts.path else "a unix:// URL needs a socket path"
+    return None if parts.hostname else f"a {scheme}:// URL needs a host"
+
+
+def _strategy_problem(name: str) -> str | None:
+    if name in STRATEGY_NAMES:
+        return None
+    return f"unknown strategy {name!r}; valid strategies: {', '.join(STRATEGY_NAMES)}"
+
+
+def _name_problem(name: str, *, what: str = "a host name") -> str | None:
+    """Names go inside Redis hash tags (``{H}``), where braces or whitespace would break them."""
+    if 0 < len(name) <= MAX_NAME and name.isprintable() and not re.search(r"[\s{}]", name):
+        return None
+    return f"{what} has 1 to {MAX_NAME} characters, no whitespace or braces; found {name[:60]!r}"
+
+
+def _from_env(env: Mapping[str, str], name: str, check: Callable[[str], str | None]) -> str | None:
+    value = env.get(name) or None
+    if value is not None and (problem := check(value)) is not None:
+        raise ConfigError(problem, key=name)
+    return value
+
+
+def _find(path: str | Path | None, env: Mapping[str, str]) -> tuple[Path | None, str]:
+    """The config file to load and its text; ``(None, "")`` when there is none."""
+    if path is not None and str(path) != "":
+        source = Path(path).expanduser()
+    elif env.get(ENV_CONFIG):
+        source = Path(env[ENV_CONFIG]).expanduser()
+    else:
+        import platformdirs  # only this fallback needs it; keeps `import hostsched` light
+
+        user = Path(platformdirs.user_config_dir("hostsched")) / "config.yaml"
+        found = next((file for file in (Path("hostsched.yaml"), user) if file.is_file()), None)
+        if found is None:
+            return None, ""
+        source = found
+    try:
+        return source, source.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ConfigError("config file is not UTF-8 text", path=str(source)) from None
+    except OSError as exc:
+        message = "config file not found" if isinstance(exc, FileNotFoundError) else exc.strerror
+        raise ConfigError(message or str(exc), path=str(source)) from None
+
+
+class _Reader:
+    """Typed access to composed YAML nodes; every failure is a ConfigError with file and line."""
+
+    def __init__(self, source: Path | None) -> None:
+        self.source = None if source is None else str(source)
+        self._constructor = SafeConstructor()
+
+    def fail(self, node: Node | None, key: str, message: str, hint: str | None = None) -> NoReturn:
+        line = None if node is None else node.start_mark.line + 1
+        raise ConfigError(message, path=self.source, line=line, key=key or None, hint=hint)
+
+    def entries(self, node: Node | None, key: str) -> list[tuple[str, Node, Node]]:
+        """(name, key node, value node) of a mapping, in order; a null node is an empty mapping."""
+        if node is None or _is_null(node):
+            return []
+        if not isinstance(node, MappingNode) or node.tag != _TAG + "map":
+            self.fail(node, key, f"expected a mapping, found {_kind(node)}")
+        seen: dict[str, Node] = {}
+        for key_node, _value in node.value:
+            if not isinstance(key_node, ScalarNode) or key_node.tag == _TAG + "merge":
+                self.fail(key_node, key, "keys must be plain text (no merge keys or lists)")
+            if key_node.value in seen:
+                line = seen[key_node.value].start_mark.line + 1
+                self.fail(
+                    key_node,
+                    f"{key}.{key_node.value}".lstrip("."),
+                    f"duplicate key (see line {line})",
+                )
+            seen[key_node.value] = key_node
+        return [(k.value, k, v) for k, v in node.value]
+
+    def mapping(self, node: Node | None, key: str, allowed: Collection[str]) -> dict[str, Node]:
+        """The non-null values of a mapping whose keys must all be in ``allowed``."""
+        result = {}
+        for name, key_node, value_node in self.entries(node, key):
+            if name not in allowed:
+                valid = ", ".join(allowed)
+                self.fail(
+                    key_node, f"{key}.{name}".lstrip("."), f"unknown key {name!r}; valid: {valid}"
+                )
+            if not _is_null(value_node):
+                result[name] = value_node
+        return result
+
+    def get(
+        self, nodes: Mapping[str, Node], key: str, parse: Callable[[Node, str], T], default: T
+    ) -> T:
+        """``parse`` the value at dotted ``key`` if ``nodes`` has it, else ``default``."""
+        name = key.rpartition(".")[2]
+        return parse(nodes[name], key) if name in nodes else default
+
+    def value(self, node: Node, key: str) -> object:
+        if not isinstance(node, ScalarNode):
+            self.fail(node, key, f"expected a single value, found {_kind(node)}")
+        try:
+            return self._constructor.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, TypeError, OverflowError):
+            self.fail(node, key, f"invalid value {node.value[:60]!r}")
+
+    def string(
+        self, node: Node, key: str, check: Callable[[str], str | None] = lambda _: None
+    ) -> str:
+        value = self.value(node, key)
+        if not isinstance(value, str):
+            self.fail(node, key, f"expected text, found {_kind(node)}", hint="quote it")
+        if (problem := check(value)) is not None:
+            self.fail(node, key, problem)
+        return value
+
+    def number(self, node: Node, key: str, *, positive: bool = False) -> float:
+        value = self.value(node, key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.fail(node, key, f"expected a number, found {_kind(node)}")
+        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            self.fail(node, key, f"expected a number {'>' if positive else '≥'} 0, found {value!r}")
+        return float(value)
+
+    def quantity(
+        self,
+        node: Node,
+        key: str,
+        parse: Callable[[str | int], T],
+        *,
+        fractional: bool = False,
+        what: str = "a quantity",
+    ) -> T:
+        """Parse a CPU, size, count or duration by the CLI's rules, errors moved to ``key``."""
+        value = self.value(node, key)
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            self.fail(node, key, f"expected {what}, found {_kind(node)}")
+        if isinstance(value, float) and not fractional:
+            self.fail(node, key, f"expected a whole number or a quantity, found {value!r}")
+        try:
+            return parse(repr(value) if isinstance(value, float) else value)
+        except QuantityError as exc:
+            self.fail(node, key, exc.message, exc.hint)
+
+    def secret(self, node: Node, key: str, *, base_dir: Path) -> str:
+        """The contents of the file named at ``node``, without its trailing newline."""
+        file = base_dir / Path(self.string(node, key)).expanduser()
+        try:
+            return file.read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            self.fail(node, key, f"cannot read {str(file)!r}: {reason}")
+
+    def attempts(self, node: Node, key: str) -> int:
+        attempts = self.quantity(node, key, partial(parse_count, what="max_attempts"))
+        if attempts < 1:
+            self.fail(node, key, "max_attempts must be at least 1")
+        return attempts
+
+    def redis(self, node: Node | None, base_dir: Path, env: Mapping[str, str]) -> RedisConfig:
+        nodes = self.mapping(node, "redis", _REDIS_KEYS)
+        url = self.get(nodes, "redis.url", partial(self.string, check=url_problem), None)
+        # The environment wins, so a password file it overrides is not even read.
+        password = env.get(ENV_REDIS_PASSWORD) or self.get(
+            nodes, "redis.password_file", partial(self.secret, base_dir=base_dir), None
+        )
+        prefix = partial(self.string, check=partial(_name_problem, what="a key prefix"))
+        seconds = partial(self.quantity, parse=parse_duration, fractional=True, what="a duration")
+        return RedisConfig(
+            url=_from_env(env, ENV_REDIS_URL, url_problem) or url,
+            password=password or None,
+            prefix=self.get(nodes, "redis.prefix", prefix, RedisConfig.prefix),
+            timeout=self.get(nodes, "redis.timeout", seconds, RedisConfig.timeout),
+        )
+
+    def weights(self, node: Node | None) -> Weights:
+        nodes = self.mapping(node, "scheduling.weights", _RATIO_KEYS)
+        weights = {k: self.number(v, f"scheduling.weights.{k}") for k, v in nodes.items()}
+        result = replace(Weights(), **weights)
+        if result.cpu + result.memory + result.disk <= 0:
+            self.fail(node, "scheduling.weights", "at least one weight must be positive")
+        return result
+
+    def overcommit(self, node: Node, key: str, base: Overcommit = _NO_OVERCOMMIT) -> Overcommit:
+        """One ratio for every dimension, or a mapping whose missing dimensions keep ``base``."""
+        if isinstance(node, ScalarNode):
+            ratio = self.number(node, key, positive=True)
+            return Overcommit(ratio, ratio, ratio)
+        nodes = self.mapping(node, key, _RATIO_KEYS)
+        ratios = {k: self.number(v, f"{key}.{k}", positive=True) for k, v in nodes.items()}
+        return replace(base, **ratios)
+
+    def hosts(self, node: Node | None, fleet: Overcommit) -> tuple[HostConfig, ...]:
+        if node is None or _is_null(node):
+            return ()
+        if not isinstance(node, SequenceNode) or node.tag != _TAG + "seq":
+            self.fail(node, "hosts", f"expected a list of hosts, found {_kind(node)}")
+        hosts: list[HostConfig] = []
+        first: dict[str, Node] = {}
+        for index, item in enumerate(node.value):
+            key = f"hosts[{index}]"
+            nodes = self.mapping(item, key, (*_HOST_KEYS, *_LIVE_HOST_KEYS))
+            for live in (name for name in _LIVE_HOST_KEYS if name in nodes):
+                hint = "declare the host's capacity and usage with static: instead"
+                message = "live LXD hosts (address:) are not supported yet"
+                self.fail(nodes[live], f"{key}.{live}", message, hint)
+            if "name" not in nodes:
+                self.fail(item, key, "a host needs a name")
+            name = self.string(nodes["name"], f"{key}.name", _name_problem)
+            if name in first:
+                line = first[name].start_mark.line + 1
+                self.fail(nodes["name"], f"{key}.name", f"duplicate host {name!r} (line {line})")
+            first[name] = nodes["name"]
+            if "static" not in nodes:
+                self.fail(item, key, f"host {name!r} needs static: (its capacity and usage)")
+            own = partial(self.overcommit, base=fleet)
+            overcommit = self.get(nodes, f"{key}.overcommit", own, fleet)
+            labels = self.labels(nodes.get("labels"), f"{key}.labels")
+            hosts.append(HostConfig(name, labels, overcommit, self.static(nodes["static"], key)))
+        return tuple(hosts)
+
+    def labels(self, node: Node | None, key: str) -> Mapping[str, str]:
+        labels = {}
+        for name, key_node, value_node in self.entries(node, key):
+            if not name or "=" in name or any(c.isspace() for c in name):
+                self.fail(key_node, f"{key}.{name}", "a label key is non-empty, no '=' or spaces")
+            if not isinstance(value_node, ScalarNode) or _is_null(value_node):
+                message = f"a label value is text or a number, not {_kind(value_node)}"
+                self.fail(value_node, f"{key}.{name}", message, hint="'' for an empty value")
+            # As written: `zone: 01` stays "01" and `ssd: true` stays "true", as on the CLI.
+            labels[name] = value_node.value
+        return MappingProxyType(labels)
+
+    def static(self, node: Node, host_key: str) -> StaticHost:
+        key = f"{host_key}.static"
+        nodes = self.mapping(node, key, _STATIC_KEYS)
+        for required in ("cpu", "memory"):
+            if required not in nodes:
+                self.fail(node, key, f"static capacity needs {required}")
+        count = partial(self.quantity, parse=partial(parse_count, what="instance count"))
+        used = self.mapping(nodes.get("used"), f"{key}.used", _USED_KEYS)
+        return StaticHost(
+            capacity=self.resources(nodes, key),
+            used=self.resources(used, f"{key}.used"),
+            instances=self.get(nodes, f"{key}.instances", count, 0),
+        )
+
+    def resources(self, nodes: Mapping[str, Node], key: str) -> Resources:
+        def get(name: str, parse: Callable[[str | int], int]) -> int:
+            fractional = parse is parse_cpu
+            return self.quantity(nodes[name], f"{key}.{name}", parse, fractional=fractional)
+
+        return Resources(
+            cpu=get("cpu", parse_cpu) if "cpu" in nodes else 0,
+            memory=get("memory", partial(parse_bytes, what="memory")) if "memory" in nodes else 0,
+            disk=get("disk", partial(parse_bytes, what="disk")) if "disk" in nodes else 0,
+            gpu=get("gpu", parse_count) if "gpu" in nodes else 0,
+        )
+
+
+def _parse(text: str, source: Path | None, env: Mapping[str, str]) -> Config:
+    reader = _Reader(source)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except (yaml.YAMLError, RecursionError) as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or str(exc)
+        line = None if mark is None else mark.line + 1
+        raise ConfigError(f"invalid YAML: {problem}", path=reader.source, line=line) from None
+    if root is not None and not isinstance(root, MappingNode) and not _is_null(root):
+        reader.fail(root, "", f"expected a mapping of {', '.join(_TOP_KEYS)}, found {_kind(root)}")
+    top = reader.mapping(root, "", _TOP_KEYS)
+    sched = reader.mapping(top.get("scheduling"), "scheduling", _SCHEDULING_KEYS)
+    strategy = reader.get(
+        sched, "scheduling.strategy", partial(reader.string, check=_strategy_problem), None
+    )
+    fleet = reader.get(sched, "scheduling.overcommit", reader.overcommit, _NO_OVERCOMMIT)
+    ttl = {
+        name: reader.quantity(node, f"ttl.{name}", _whole_seconds, what="a duration")
+        for name, node in reader.mapping(top.get("ttl"), "ttl", _TTL_KEYS).items()
+    }
+    return Config(
+        path=source,
+        redis=reader.redis(top.get("redis"), Path(".") if source is None else source.parent, env),
+        strategy=_from_env(env, ENV_STRATEGY, _strategy_problem) or strategy or Config.strategy,
+        weights=reader.weights(sched.get("weights")),
+        overcommit=fleet,
+        max_attempts=reader.get(
+            sched, "scheduling.max_attempts", reader.attempts, Config.max_attempts
+        ),
+        resource_ttl=ttl.get("resource", Config.resource_ttl),
+        reservation_ttl=ttl.get("reservation", Config.reservation_ttl),
+        lock_ttl=ttl.get("lock", Config.lock_ttl),
+        host_stale_after=ttl.get("host_stale_after", Config.host_stale_after),
+        hosts=reader.hosts(top.get("hosts"), fleet),
+    )
+
+
+def _whole_seconds(value: str | int) -> int:
+    seconds = parse_duration(value)
+    if seconds != int(seconds):
+        raise QuantityError(f"expected whole seconds, found {seconds:g}s")
+    return int(seconds)
+
+
+def _is_null(node: Node) -> bool:
+    return isinstance(node, ScalarNode) and node.tag == _TAG + "null"
+
+
+def _kind(node: Node) -> str:
+    if isinstance(node, MappingNode | SequenceNode):
+        kind = "a mapping" if isinstance(node, MappingNode) else "a list"
+        return kind if node.tag in (_TAG + "map", _TAG + "seq") else f"{kind} tagged {node.tag}"
+    return "nothing" if _is_null(node) else repr(node.value[:60])
