@@ -21,10 +21,11 @@ from hostsched.errors import InsufficientResources
 from hostsched.keys import Keys
 from hostsched.model import Overcommit, Request, Resources
 from hostsched.scheduler import Scheduler
-from hostsched.store import Store
+from hostsched.store import Store, translated
 
 G = 1 << 30
-HOST_SIZE = Resources(cpu=64_000, memory=256 * G, disk=2048 * G, gpu=0)
+#: The fleet is sized so that every placement fits with this much room to spare.
+HEADROOM = 1.5
 
 
 @dataclass(frozen=True)
@@ -111,9 +112,21 @@ def ping_rate(store: Store, seconds: float = 1.0) -> float:
     return done / (time.perf_counter() - started)
 
 
-def _populate(store: Store, names: Sequence[str], ttl: int) -> None:
+def host_size(settings: BenchSettings) -> Resources:
+    """Hosts that hold all the placements at about two thirds full (at least 64 cores each)."""
+    per_host = HEADROOM * settings.placements / settings.hosts
+    request = settings.request
+    return Resources(
+        cpu=max(64_000, int(per_host * request.cpu)),
+        memory=max(256 * G, int(per_host * request.memory)),
+        disk=max(2048 * G, int(per_host * request.disk)),
+        gpu=int(per_host * request.gpu),
+    )
+
+
+def _populate(store: Store, names: Sequence[str], size: Resources, ttl: int) -> None:
     body = encode_actual(
-        capacity=HOST_SIZE, used=Resources(), overcommit=Overcommit(), labels={}, names=()
+        capacity=size, used=Resources(), overcommit=Overcommit(), labels={}, names=()
     )
     for start in range(0, len(names), 500):
         chunk = names[start : start + 500]
@@ -155,29 +168,30 @@ def run_bench(config: Config, url: str, settings: BenchSettings) -> BenchResult:
         url, keys=Keys(prefix), password=config.redis.password, timeout=config.redis.timeout
     )
     names = tuple(f"bench-{i:05d}" for i in range(settings.hosts))
-    try:
-        _populate(store, names, ttl=3600)
-        baseline = ping_rate(store)
-        calls = max(1, settings.placements // settings.count)
-        shares = [calls // settings.processes + (i < calls % settings.processes)
-                  for i in range(settings.processes)]  # fmt: skip
-        jobs = [_Worker(url, config.redis.password, bench_config, names, share, settings)
-                for share in shares if share]  # fmt: skip
-        started = time.perf_counter()
-        if len(jobs) == 1:
-            results = [_work(jobs[0])]
-        else:
-            with multiprocessing.get_context("fork").Pool(len(jobs)) as pool:
-                results = pool.map(_work, jobs)
-        seconds = time.perf_counter() - started
-        latencies = sorted(x for r in results for x in r[0])
-        placed = sum(r[1] for r in results)
-        over, reservations = _overcommitted(Scheduler(bench_config, store, expected=names))
-    finally:
+    with translated("bench"):
         try:
-            _remove(store)
+            _populate(store, names, host_size(settings), ttl=3600)
+            baseline = ping_rate(store)
+            calls = max(1, settings.placements // settings.count)
+            shares = [calls // settings.processes + (i < calls % settings.processes)
+                      for i in range(settings.processes)]  # fmt: skip
+            jobs = [_Worker(url, config.redis.password, bench_config, names, share, settings)
+                    for share in shares if share]  # fmt: skip
+            started = time.perf_counter()
+            if len(jobs) == 1:
+                results = [_work(jobs[0])]
+            else:
+                with multiprocessing.get_context("fork").Pool(len(jobs)) as pool:
+                    results = pool.map(_work, jobs)
+            seconds = time.perf_counter() - started
+            latencies = sorted(x for r in results for x in r[0])
+            placed = sum(r[1] for r in results)
+            over, reservations = _overcommitted(Scheduler(bench_config, store, expected=names))
         finally:
-            store.close()
+            try:
+                _remove(store)
+            finally:
+                store.close()
     per_second = placed / seconds if seconds else 0.0
     return BenchResult(
         placements=placed,

@@ -7,6 +7,7 @@ Core modules are imported inside the commands so ``hostsched --help`` stays ligh
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,7 +115,10 @@ def _emit_json(document: Any) -> None:
 def _show(renderable: RenderableType, *, stderr: bool = False) -> None:
     from rich.console import Console
 
-    Console(stderr=stderr, highlight=False).print(renderable)
+    stream = sys.stderr if stderr else sys.stdout
+    # Piped output is not cut to 80 columns: a wide table greps better than a truncated one.
+    width = None if stream.isatty() or "COLUMNS" in os.environ else 160
+    Console(file=stream, width=width, highlight=False).print(renderable)
 
 
 def _note(message: str) -> None:

@@ -1,0 +1,48 @@
+"""bench's own checks: its counts come from the store, and it cleans up after itself."""
+
+from __future__ import annotations
+
+from hostsched import bench
+from hostsched.bench import BenchSettings, run_bench
+from hostsched.config import Config, RedisConfig
+from hostsched.model import Resources
+from hostsched.store import Store
+
+
+def test_bench_places_counts_and_removes_its_fleet(redis_url: str, store: Store) -> None:
+    store.client.set("hostsched:resource:{real}", "untouched")
+    config = Config(redis=RedisConfig(url=redis_url))
+    settings = BenchSettings(hosts=5, placements=60, processes=2, count=3, strategy="best_fit")
+    result = run_bench(config, redis_url, settings)
+    assert result.placements == 60 and result.failures == 0
+    assert result.reservations == 60 and result.overcommitted_hosts == 0
+    assert result.baseline_ping_per_second > 0 and result.p99_ms >= result.p50_ms > 0
+    assert store.client.keys("*") == [b"hostsched:resource:{real}"]
+
+
+def test_bench_counts_overcommitted_hosts(redis_url: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A reservation written past capacity behind the scripts' back is found and counted."""
+    original = bench._work
+
+    def sabotage(job: bench._Worker) -> tuple[list[float], int, int]:
+        outcome = original(job)
+        store = Store.connect(job.url, keys=bench.Keys(job.config.redis.prefix))
+        store.client.hset(
+            store.keys.scheduled(job.host_names[0]),
+            "rogue",
+            '{"cpu":%d,"memory":0,"disk":0,"gpu":0,"t":%f}' % (10**9, store.ping()),
+        )
+        store.close()
+        return outcome
+
+    monkeypatch.setattr(bench, "_work", sabotage)
+    result = run_bench(
+        Config(redis=RedisConfig(url=redis_url)), redis_url, BenchSettings(hosts=3, placements=5)
+    )
+    assert result.overcommitted_hosts == 1 and result.reservations == 6
+
+
+def test_host_size_leaves_headroom() -> None:
+    settings = BenchSettings(hosts=10, placements=10_000, request=Resources(2000, 1 << 30))
+    size = bench.host_size(settings)
+    assert size.cpu * settings.hosts >= 1.5 * settings.placements * 2000
