@@ -229,3 +229,37 @@ def test_redis_url_from_environment(redis_url: str) -> None:
     assert result.returncode == 0, result.stderr
     client = redis.Redis.from_url(redis_url)
     assert client.scard("hostsched:hosts") == 4
+
+
+@pytest.mark.parametrize("command", ["collect", "cleanup"])
+def test_interval_loop_stops_cleanly_on_sigterm(redis_url: str, command: str) -> None:
+    import signal
+    import time
+
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hostsched",
+            "--config",
+            str(EXAMPLE),
+            "--redis-url",
+            redis_url,
+            command,
+            "--interval",
+            "0.1",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert process.stdout is not None
+    rounds = [json.loads(process.stdout.readline()) for _ in range(3)]
+    assert all("hosts" in document for document in rounds)
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=10) == 0
+    assert time.monotonic() - started < 5
+    assert "Traceback" not in process.stderr.read()  # type: ignore[union-attr]
