@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from hostsched import bench
 from hostsched.bench import BenchSettings, run_bench
 from hostsched.config import Config, RedisConfig
@@ -30,7 +32,7 @@ def test_bench_counts_overcommitted_hosts(redis_url: str, monkeypatch) -> None: 
         store.client.hset(
             store.keys.scheduled(job.host_names[0]),
             "rogue",
-            '{"cpu":%d,"memory":0,"disk":0,"gpu":0,"t":%f}' % (10**9, store.ping()),
+            json.dumps({"cpu": 10**9, "memory": 0, "disk": 0, "gpu": 0, "t": store.ping()}),
         )
         store.close()
         return outcome
