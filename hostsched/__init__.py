@@ -48,6 +48,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "STRATEGY_NAMES",
     "Config",
     "ExitCode",
     "HostConfig",
@@ -63,7 +64,6 @@ __all__ = [
     "Plan",
     "Request",
     "Resources",
-    "STRATEGY_NAMES",
     "Scheduler",
     "StaticHost",
     "Store",
