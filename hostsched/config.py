@@ -7,25 +7,24 @@ the file, the line and the dotted key (``hosts[1].static.memory``) an operator h
 
 from __future__ import annotations
 
-import math
 import os
 import re
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from types import MappingProxyType
-from typing import NoReturn, TypeVar
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import yaml
-from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from hostsched.errors import ConfigError, QuantityError, UsageError
 from hostsched.model import ZERO, Overcommit, Resources
-from hostsched.quantity import parse_bytes, parse_count, parse_cpu
+from hostsched.quantity import parse_bytes, parse_count, parse_cpu, parse_duration
 from hostsched.strategies import DEFAULT_STRATEGY, STRATEGY_NAMES
+from hostsched.yamlnodes import TAG, NodeReader, is_null, kind
 
 ENV_CONFIG = "HOSTSCHED_CONFIG"
 ENV_REDIS_URL = "HOSTSCHED_REDIS_URL"
@@ -33,8 +32,6 @@ ENV_REDIS_PASSWORD = "HOSTSCHED_REDIS_PASSWORD"
 ENV_STRATEGY = "SCHEDULING_STRATEGY"
 URL_SCHEMES = ("redis", "rediss", "unix")
 MAX_NAME = 200
-#: Longest accepted duration (about 31 years); Redis would refuse absurd expiry times later.
-MAX_SECONDS = 10**9
 
 _TOP_KEYS = ("redis", "scheduling", "ttl", "hosts")
 _REDIS_KEYS = ("url", "password_file", "prefix", "timeout")
@@ -47,12 +44,7 @@ _STATIC_KEYS = ("cpu", "memory", "disk", "gpu", "used", "instances")
 _USED_KEYS = ("cpu", "memory", "disk", "gpu")
 _RATIO_KEYS = ("cpu", "memory", "disk")
 
-_TAG = "tag:yaml.org,2002:"
 _NO_OVERCOMMIT = Overcommit()
-_UNIT_SECONDS = {"": 1, "ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)?", re.IGNORECASE)
-# A bare number of seconds, or numbers that all carry a unit (``1h30m``, not ``1h30``).
-_DURATION = re.compile(r"[0-9]+(?:\.[0-9]+)?|(?:[0-9]+(?:\.[0-9]+)?\s*(?:ms|s|m|h|d)\s*)+", re.I)
 T = TypeVar("T")
 
 
@@ -143,23 +135,6 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     return _parse(text, source, env)
 
 
-def parse_duration(value: str | int | float) -> float:
-    """Seconds from ``30``, ``2.5``, ``'30s'``, ``'2m'``, ``'24h'``, ``'1d'``, ``'1h30m'``.
-
-    Raises QuantityError on anything else, including non-positive durations, so that the
-    command line (``--interval``) can reuse it with the same messages.
-    """
-    text = "" if isinstance(value, bool) else str(value).strip()
-    if not _DURATION.fullmatch(text):
-        hint = "use seconds or a duration such as 30s, 2m, 1h30m"
-        raise QuantityError(f"invalid duration {value!r}", hint=hint)
-    parts = _DURATION_PART.findall(text)
-    seconds = sum(float(number) * _UNIT_SECONDS[unit.lower()] for number, unit in parts)
-    if not math.isfinite(seconds) or seconds <= 0 or seconds > MAX_SECONDS:
-        raise QuantityError(f"invalid duration {value!r}: must be over 0 and at most 31 years")
-    return seconds
-
-
 def url_problem(url: str) -> str | None:
     """Why ``url`` cannot name a Redis server, or None; never quotes it: it may hold a password."""
     try:
@@ -218,111 +193,8 @@ def _find(path: str | Path | None, env: Mapping[str, str]) -> tuple[Path | None,
         raise ConfigError(message or str(exc), path=str(source)) from None
 
 
-class _Reader:
-    """Typed access to composed YAML nodes; every failure is a ConfigError with file and line."""
-
-    def __init__(self, source: Path | None) -> None:
-        self.source = None if source is None else str(source)
-        self._constructor = SafeConstructor()
-
-    def fail(self, node: Node | None, key: str, message: str, hint: str | None = None) -> NoReturn:
-        line = None if node is None else node.start_mark.line + 1
-        raise ConfigError(message, path=self.source, line=line, key=key or None, hint=hint)
-
-    def entries(self, node: Node | None, key: str) -> list[tuple[str, Node, Node]]:
-        """(name, key node, value node) of a mapping, in order; a null node is an empty mapping."""
-        if node is None or _is_null(node):
-            return []
-        if not isinstance(node, MappingNode) or node.tag != _TAG + "map":
-            self.fail(node, key, f"expected a mapping, found {_kind(node)}")
-        seen: dict[str, Node] = {}
-        for key_node, _value in node.value:
-            if not isinstance(key_node, ScalarNode) or key_node.tag == _TAG + "merge":
-                self.fail(key_node, key, "keys must be plain text (no merge keys or lists)")
-            if key_node.value in seen:
-                line = seen[key_node.value].start_mark.line + 1
-                self.fail(
-                    key_node,
-                    f"{key}.{key_node.value}".lstrip("."),
-                    f"duplicate key (see line {line})",
-                )
-            seen[key_node.value] = key_node
-        return [(k.value, k, v) for k, v in node.value]
-
-    def mapping(self, node: Node | None, key: str, allowed: Collection[str]) -> dict[str, Node]:
-        """The non-null values of a mapping whose keys must all be in ``allowed``."""
-        result = {}
-        for name, key_node, value_node in self.entries(node, key):
-            if name not in allowed:
-                valid = ", ".join(allowed)
-                self.fail(
-                    key_node, f"{key}.{name}".lstrip("."), f"unknown key {name!r}; valid: {valid}"
-                )
-            if not _is_null(value_node):
-                result[name] = value_node
-        return result
-
-    def get(
-        self, nodes: Mapping[str, Node], key: str, parse: Callable[[Node, str], T], default: T
-    ) -> T:
-        """``parse`` the value at dotted ``key`` if ``nodes`` has it, else ``default``."""
-        name = key.rpartition(".")[2]
-        return parse(nodes[name], key) if name in nodes else default
-
-    def value(self, node: Node, key: str) -> object:
-        if not isinstance(node, ScalarNode):
-            self.fail(node, key, f"expected a single value, found {_kind(node)}")
-        try:
-            return self._constructor.construct_object(node, deep=True)
-        except (yaml.YAMLError, ValueError, TypeError, OverflowError):
-            self.fail(node, key, f"invalid value {node.value[:60]!r}")
-
-    def string(
-        self, node: Node, key: str, check: Callable[[str], str | None] = lambda _: None
-    ) -> str:
-        value = self.value(node, key)
-        if not isinstance(value, str):
-            self.fail(node, key, f"expected text, found {_kind(node)}", hint="quote it")
-        if (problem := check(value)) is not None:
-            self.fail(node, key, problem)
-        return value
-
-    def number(self, node: Node, key: str, *, positive: bool = False) -> float:
-        value = self.value(node, key)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.fail(node, key, f"expected a number, found {_kind(node)}")
-        if not math.isfinite(value) or value < 0 or (positive and value == 0):
-            self.fail(node, key, f"expected a number {'>' if positive else '≥'} 0, found {value!r}")
-        return float(value)
-
-    def quantity(
-        self,
-        node: Node,
-        key: str,
-        parse: Callable[[str | int], T],
-        *,
-        fractional: bool = False,
-        what: str = "a quantity",
-    ) -> T:
-        """Parse a CPU, size, count or duration by the CLI's rules, errors moved to ``key``."""
-        value = self.value(node, key)
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            self.fail(node, key, f"expected {what}, found {_kind(node)}")
-        if isinstance(value, float) and not fractional:
-            self.fail(node, key, f"expected a whole number or a quantity, found {value!r}")
-        try:
-            return parse(repr(value) if isinstance(value, float) else value)
-        except QuantityError as exc:
-            self.fail(node, key, exc.message, exc.hint)
-
-    def secret(self, node: Node, key: str, *, base_dir: Path) -> str:
-        """The contents of the file named at ``node``, without its trailing newline."""
-        file = base_dir / Path(self.string(node, key)).expanduser()
-        try:
-            return file.read_text(encoding="utf-8").rstrip("\r\n")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-            self.fail(node, key, f"cannot read {str(file)!r}: {reason}")
+class _Reader(NodeReader):
+    """The config file's sections, each read into its dataclass."""
 
     def attempts(self, node: Node, key: str) -> int:
         attempts = self.quantity(node, key, partial(parse_count, what="max_attempts"))
@@ -364,10 +236,10 @@ class _Reader:
         return replace(base, **ratios)
 
     def hosts(self, node: Node | None, fleet: Overcommit) -> tuple[HostConfig, ...]:
-        if node is None or _is_null(node):
+        if node is None or is_null(node):
             return ()
-        if not isinstance(node, SequenceNode) or node.tag != _TAG + "seq":
-            self.fail(node, "hosts", f"expected a list of hosts, found {_kind(node)}")
+        if not isinstance(node, SequenceNode) or node.tag != TAG + "seq":
+            self.fail(node, "hosts", f"expected a list of hosts, found {kind(node)}")
         hosts: list[HostConfig] = []
         first: dict[str, Node] = {}
         for index, item in enumerate(node.value):
@@ -397,8 +269,8 @@ class _Reader:
         for name, key_node, value_node in self.entries(node, key):
             if not name or "=" in name or any(c.isspace() for c in name):
                 self.fail(key_node, f"{key}.{name}", "a label key is non-empty, no '=' or spaces")
-            if not isinstance(value_node, ScalarNode) or _is_null(value_node):
-                message = f"a label value is text or a number, not {_kind(value_node)}"
+            if not isinstance(value_node, ScalarNode) or is_null(value_node):
+                message = f"a label value is text or a number, not {kind(value_node)}"
                 self.fail(value_node, f"{key}.{name}", message, hint="'' for an empty value")
             # As written: `zone: 01` stays "01" and `ssd: true` stays "true", as on the CLI.
             labels[name] = value_node.value
@@ -440,8 +312,8 @@ def _parse(text: str, source: Path | None, env: Mapping[str, str]) -> Config:
         problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or str(exc)
         line = None if mark is None else mark.line + 1
         raise ConfigError(f"invalid YAML: {problem}", path=reader.source, line=line) from None
-    if root is not None and not isinstance(root, MappingNode) and not _is_null(root):
-        reader.fail(root, "", f"expected a mapping of {', '.join(_TOP_KEYS)}, found {_kind(root)}")
+    if root is not None and not isinstance(root, MappingNode) and not is_null(root):
+        reader.fail(root, "", f"expected a mapping of {', '.join(_TOP_KEYS)}, found {kind(root)}")
     top = reader.mapping(root, "", _TOP_KEYS)
     sched = reader.mapping(top.get("scheduling"), "scheduling", _SCHEDULING_KEYS)
     strategy = reader.get(
@@ -474,14 +346,3 @@ def _whole_seconds(value: str | int) -> int:
     if seconds != int(seconds):
         raise QuantityError(f"expected whole seconds, found {seconds:g}s")
     return int(seconds)
-
-
-def _is_null(node: Node) -> bool:
-    return isinstance(node, ScalarNode) and node.tag == _TAG + "null"
-
-
-def _kind(node: Node) -> str:
-    if isinstance(node, MappingNode | SequenceNode):
-        kind = "a mapping" if isinstance(node, MappingNode) else "a list"
-        return kind if node.tag in (_TAG + "map", _TAG + "seq") else f"{kind} tagged {node.tag}"
-    return "nothing" if _is_null(node) else repr(node.value[:60])

@@ -22,6 +22,12 @@ _CPU_RE = re.compile(rf"^{_NUMBER}\s*(m)?$", re.IGNORECASE)
 #: Upper bound on any quantity (8 EiB would overflow Lua's exact integer range long before).
 MAX_BYTES = 1 << 53
 MAX_MILLICORES = 10**9
+#: Longest accepted duration (about 31 years); Redis would refuse absurd expiry times later.
+MAX_SECONDS = 10**9
+_UNIT_SECONDS = {"": 1, "ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)?", re.IGNORECASE)
+# A bare number of seconds, or numbers that all carry a unit (``1h30m``, not ``1h30``).
+_DURATION = re.compile(r"[0-9]+(?:\.[0-9]+)?|(?:[0-9]+(?:\.[0-9]+)?\s*(?:ms|s|m|h|d)\s*)+", re.I)
 
 
 def parse_bytes(text: str | int, *, what: str = "size") -> int:
@@ -101,3 +107,20 @@ def format_bytes(size: int) -> str:
             return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{value:.1f} PiB"
+
+
+def parse_duration(value: str | int | float) -> float:
+    """Seconds from ``30``, ``2.5``, ``'30s'``, ``'2m'``, ``'24h'``, ``'1d'``, ``'1h30m'``.
+
+    Raises QuantityError on anything else, including non-positive durations, so that the
+    command line (``--interval``) can reuse it with the same messages.
+    """
+    text = "" if isinstance(value, bool) else str(value).strip()
+    if not _DURATION.fullmatch(text):
+        hint = "use seconds or a duration such as 30s, 2m, 1h30m"
+        raise QuantityError(f"invalid duration {value!r}", hint=hint)
+    parts = _DURATION_PART.findall(text)
+    seconds = sum(float(number) * _UNIT_SECONDS[unit.lower()] for number, unit in parts)
+    if not math.isfinite(seconds) or seconds <= 0 or seconds > MAX_SECONDS:
+        raise QuantityError(f"invalid duration {value!r}: must be over 0 and at most 31 years")
+    return seconds

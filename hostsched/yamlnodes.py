@@ -1,0 +1,139 @@
+"""Typed reading of composed YAML nodes, so every error can name the file, line and key.
+
+Values are read from ``yaml.compose`` nodes rather than loaded Python objects: a node keeps its
+position, so a bad value anywhere becomes one :class:`ConfigError` that an operator can act on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Collection, Mapping
+from pathlib import Path
+from typing import NoReturn, TypeVar
+
+import yaml
+from yaml.constructor import SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from hostsched.errors import ConfigError, QuantityError
+
+TAG = "tag:yaml.org,2002:"
+T = TypeVar("T")
+
+
+class NodeReader:
+    """Typed access to composed YAML nodes; every failure is a ConfigError with file and line."""
+
+    def __init__(self, source: Path | None) -> None:
+        self.source = None if source is None else str(source)
+        self._constructor = SafeConstructor()
+
+    def fail(self, node: Node | None, key: str, message: str, hint: str | None = None) -> NoReturn:
+        line = None if node is None else node.start_mark.line + 1
+        raise ConfigError(message, path=self.source, line=line, key=key or None, hint=hint)
+
+    def entries(self, node: Node | None, key: str) -> list[tuple[str, Node, Node]]:
+        """(name, key node, value node) of a mapping, in order; a null node is an empty mapping."""
+        if node is None or is_null(node):
+            return []
+        if not isinstance(node, MappingNode) or node.tag != TAG + "map":
+            self.fail(node, key, f"expected a mapping, found {kind(node)}")
+        seen: dict[str, Node] = {}
+        for key_node, _value in node.value:
+            if not isinstance(key_node, ScalarNode) or key_node.tag == TAG + "merge":
+                self.fail(key_node, key, "keys must be plain text (no merge keys or lists)")
+            if key_node.value in seen:
+                line = seen[key_node.value].start_mark.line + 1
+                self.fail(
+                    key_node,
+                    f"{key}.{key_node.value}".lstrip("."),
+                    f"duplicate key (see line {line})",
+                )
+            seen[key_node.value] = key_node
+        return [(k.value, k, v) for k, v in node.value]
+
+    def mapping(self, node: Node | None, key: str, allowed: Collection[str]) -> dict[str, Node]:
+        """The non-null values of a mapping whose keys must all be in ``allowed``."""
+        result = {}
+        for name, key_node, value_node in self.entries(node, key):
+            if name not in allowed:
+                valid = ", ".join(allowed)
+                self.fail(
+                    key_node, f"{key}.{name}".lstrip("."), f"unknown key {name!r}; valid: {valid}"
+                )
+            if not is_null(value_node):
+                result[name] = value_node
+        return result
+
+    def get(
+        self, nodes: Mapping[str, Node], key: str, parse: Callable[[Node, str], T], default: T
+    ) -> T:
+        """``parse`` the value at dotted ``key`` if ``nodes`` has it, else ``default``."""
+        name = key.rpartition(".")[2]
+        return parse(nodes[name], key) if name in nodes else default
+
+    def value(self, node: Node, key: str) -> object:
+        if not isinstance(node, ScalarNode):
+            self.fail(node, key, f"expected a single value, found {kind(node)}")
+        try:
+            return self._constructor.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, TypeError, OverflowError):
+            self.fail(node, key, f"invalid value {node.value[:60]!r}")
+
+    def string(
+        self, node: Node, key: str, check: Callable[[str], str | None] = lambda _: None
+    ) -> str:
+        value = self.value(node, key)
+        if not isinstance(value, str):
+            self.fail(node, key, f"expected text, found {kind(node)}", hint="quote it")
+        if (problem := check(value)) is not None:
+            self.fail(node, key, problem)
+        return value
+
+    def number(self, node: Node, key: str, *, positive: bool = False) -> float:
+        value = self.value(node, key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.fail(node, key, f"expected a number, found {kind(node)}")
+        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            self.fail(node, key, f"expected a number {'>' if positive else '≥'} 0, found {value!r}")
+        return float(value)
+
+    def quantity(
+        self,
+        node: Node,
+        key: str,
+        parse: Callable[[str | int], T],
+        *,
+        fractional: bool = False,
+        what: str = "a quantity",
+    ) -> T:
+        """Parse a CPU, size, count or duration by the CLI's rules, errors moved to ``key``."""
+        value = self.value(node, key)
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            self.fail(node, key, f"expected {what}, found {kind(node)}")
+        if isinstance(value, float) and not fractional:
+            self.fail(node, key, f"expected a whole number or a quantity, found {value!r}")
+        try:
+            return parse(repr(value) if isinstance(value, float) else value)
+        except QuantityError as exc:
+            self.fail(node, key, exc.message, exc.hint)
+
+    def secret(self, node: Node, key: str, *, base_dir: Path) -> str:
+        """The contents of the file named at ``node``, without its trailing newline."""
+        file = base_dir / Path(self.string(node, key)).expanduser()
+        try:
+            return file.read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            self.fail(node, key, f"cannot read {str(file)!r}: {reason}")
+
+
+def is_null(node: Node) -> bool:
+    return isinstance(node, ScalarNode) and node.tag == TAG + "null"
+
+
+def kind(node: Node) -> str:
+    if isinstance(node, MappingNode | SequenceNode):
+        kind = "a mapping" if isinstance(node, MappingNode) else "a list"
+        return kind if node.tag in (TAG + "map", TAG + "seq") else f"{kind} tagged {node.tag}"
+    return "nothing" if is_null(node) else repr(node.value[:60])
