@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from decimal import Decimal
+from fractions import Fraction
 
 import pytest
 from hypothesis import given
@@ -184,4 +185,4 @@ _FACTORS |= {"t": 1 << 40, "tib": 1 << 40, "tb": 10**12}
 )
 def test_every_unit_parses(number: Decimal, unit: str) -> None:
     text = f"{number:f}{unit}"
-    assert parse_bytes(text) == round(float(f"{number:f}") * _FACTORS[unit.lower()])
+    assert parse_bytes(text) == round(Fraction(f"{number:f}") * _FACTORS[unit.lower()])
