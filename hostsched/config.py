@@ -33,13 +33,20 @@ ENV_STRATEGY = "SCHEDULING_STRATEGY"
 URL_SCHEMES = ("redis", "rediss", "unix")
 MAX_NAME = 200
 
-_TOP_KEYS = ("redis", "scheduling", "ttl", "hosts")
+_TOP_KEYS = ("redis", "scheduling", "ttl", "lxd", "hosts")
 _REDIS_KEYS = ("url", "password_file", "prefix", "timeout")
 _SCHEDULING_KEYS = ("strategy", "weights", "overcommit", "max_attempts")
 _TTL_KEYS = ("resource", "reservation", "lock", "host_stale_after")
 _HOST_KEYS = ("name", "labels", "overcommit", "static")
-# Live hosts (SPEC, "Hosts and configuration") are recognised so that they get a clear error.
-_LIVE_HOST_KEYS = ("address", "server_cert", "trust_password_file", "trust_password_env")
+# What a host shares with the fleet-wide `lxd:` section, then what only a live host has.
+_LXD_SHARED_KEYS = ("client_cert", "client_key", "pool", "usage")
+_LXD_KEYS = (*_LXD_SHARED_KEYS, "timeout", "parallel", "defaults")
+_LIVE_HOST_KEYS = (
+    "address", "server_cert", "trust_password_file", "trust_password_env", "insecure",
+    *_LXD_SHARED_KEYS,
+)  # fmt: skip
+USAGE_MODES = ("allocated", "measured")
+_FINGERPRINT = re.compile(r"(?:sha256:)?(?:[0-9a-f]{2}:?){32}", re.IGNORECASE)
 _STATIC_KEYS = ("cpu", "memory", "disk", "gpu", "used", "instances")
 _USED_KEYS = ("cpu", "memory", "disk", "gpu")
 _RATIO_KEYS = ("cpu", "memory", "disk")
@@ -58,6 +65,49 @@ class StaticHost:
 
 
 @dataclass(frozen=True)
+class LiveHost:
+    """How to reach a live LXD/Incus host. Secrets are only named here; ``trust`` reads them."""
+
+    address: str  # https://host:port, or a unix socket path
+    server_cert: str | None = None  # path or SHA-256 fingerprint to pin; None: `trust`'s file
+    trust_password_file: Path | None = None
+    trust_password_env: str | None = None
+    insecure: bool = False  # no certificate verification at all (warned about on every run)
+    client_cert: Path | None = None  # None: <user config dir>/client.crt
+    client_key: Path | None = None
+    pool: str = "default"  # the storage pool whose size is the host's disk capacity
+    usage: str = "allocated"  # or "measured": memory in use instead of the sum of limits
+
+    @property
+    def is_unix(self) -> bool:
+        return not self.address.startswith("https://")
+
+    @property
+    def pinned_fingerprint(self) -> str | None:
+        """The pinned certificate's SHA-256 as lowercase hex, when given as a fingerprint."""
+        if self.server_cert and _FINGERPRINT.fullmatch(self.server_cert):
+            return self.server_cert.lower().removeprefix("sha256:").replace(":", "")
+        return None
+
+
+#: What an instance without limits counts: 1 core, 1 GiB of memory, 10 GiB of disk.
+DEFAULT_INSTANCE = Resources(cpu=1000, memory=1 << 30, disk=10 << 30)
+
+
+@dataclass(frozen=True)
+class LxdConfig:
+    """Fleet-wide settings of live hosts (``lxd:``); each host may override the shared ones."""
+
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    pool: str = "default"
+    usage: str = "allocated"
+    timeout: float = 10.0  # seconds per host request
+    parallel: int = 16  # hosts read at once
+    defaults: Resources = DEFAULT_INSTANCE
+
+
+@dataclass(frozen=True)
 class HostConfig:
     """One host of the fleet as configured; ``overcommit`` is already resolved against the fleet."""
 
@@ -65,6 +115,7 @@ class HostConfig:
     labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     overcommit: Overcommit = field(default_factory=Overcommit)
     static: StaticHost | None = None
+    live: LiveHost | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +152,7 @@ class Config:
     reservation_ttl: int = 120
     lock_ttl: int = 30
     host_stale_after: int = 300
+    lxd: LxdConfig = field(default_factory=LxdConfig)
     hosts: tuple[HostConfig, ...] = ()
 
     def host(self, name: str) -> HostConfig | None:
@@ -154,6 +206,21 @@ def _strategy_problem(name: str) -> str | None:
     if name in STRATEGY_NAMES:
         return None
     return f"unknown strategy {name!r}; valid strategies: {', '.join(STRATEGY_NAMES)}"
+
+
+def _address_problem(address: str) -> str | None:
+    """An LXD endpoint: an https:// URL with a host, or a unix socket path."""
+    if address.startswith("https://"):
+        try:
+            parts = urlsplit(address)
+            _ = parts.port
+        except ValueError:
+            return "not a valid URL"
+        return None if parts.hostname else "an https:// address needs a host"
+    path = address.removeprefix("unix://")
+    if path.startswith("/"):
+        return None
+    return "an address is https://host:port or the path of a unix socket (/var/lib/lxd/unix.socket)"
 
 
 def _name_problem(name: str, *, what: str = "a host name") -> str | None:
@@ -235,7 +302,7 @@ class _Reader(NodeReader):
         ratios = {k: self.number(v, f"{key}.{k}", positive=True) for k, v in nodes.items()}
         return replace(base, **ratios)
 
-    def hosts(self, node: Node | None, fleet: Overcommit) -> tuple[HostConfig, ...]:
+    def hosts(self, node: Node | None, fleet: Overcommit, lxd: LxdConfig) -> tuple[HostConfig, ...]:
         if node is None or is_null(node):
             return ()
         if not isinstance(node, SequenceNode) or node.tag != TAG + "seq":
@@ -245,10 +312,6 @@ class _Reader(NodeReader):
         for index, item in enumerate(node.value):
             key = f"hosts[{index}]"
             nodes = self.mapping(item, key, (*_HOST_KEYS, *_LIVE_HOST_KEYS))
-            for live in (name for name in _LIVE_HOST_KEYS if name in nodes):
-                hint = "declare the host's capacity and usage with static: instead"
-                message = "live LXD hosts (address:) are not supported yet"
-                self.fail(nodes[live], f"{key}.{live}", message, hint)
             if "name" not in nodes:
                 self.fail(item, key, "a host needs a name")
             name = self.string(nodes["name"], f"{key}.name", _name_problem)
@@ -256,13 +319,82 @@ class _Reader(NodeReader):
                 line = first[name].start_mark.line + 1
                 self.fail(nodes["name"], f"{key}.name", f"duplicate host {name!r} (line {line})")
             first[name] = nodes["name"]
-            if "static" not in nodes:
-                self.fail(item, key, f"host {name!r} needs static: (its capacity and usage)")
+            live_keys = [k for k in _LIVE_HOST_KEYS if k in nodes]
+            if ("static" in nodes) == ("address" in nodes):
+                message = f"host {name!r} needs either address: (a live LXD host) or static:"
+                self.fail(item, key, message)
+            if "static" in nodes and live_keys:
+                live_key = live_keys[0]
+                self.fail(nodes[live_key], f"{key}.{live_key}", "a static host has no LXD settings")
             own = partial(self.overcommit, base=fleet)
             overcommit = self.get(nodes, f"{key}.overcommit", own, fleet)
             labels = self.labels(nodes.get("labels"), f"{key}.labels")
-            hosts.append(HostConfig(name, labels, overcommit, self.static(nodes["static"], key)))
+            static = self.static(nodes["static"], key) if "static" in nodes else None
+            live = self.live_host(nodes, key, lxd) if "address" in nodes else None
+            hosts.append(HostConfig(name, labels, overcommit, static, live))
         return tuple(hosts)
+
+    def path(self, node: Node, key: str) -> Path:
+        """A file path; relative ones are relative to the config file's folder."""
+        return self.base_dir / Path(self.string(node, key)).expanduser()
+
+    def lxd(self, node: Node | None) -> LxdConfig:
+        nodes = self.mapping(node, "lxd", _LXD_KEYS)
+        base = LxdConfig()
+        seconds = partial(self.quantity, parse=parse_duration, fractional=True, what="a duration")
+        parallel = partial(self.quantity, parse=partial(parse_count, what="parallel"))
+        defaults = self.mapping(nodes.get("defaults"), "lxd.defaults", _USED_KEYS)
+        lxd = LxdConfig(
+            client_cert=self.get(nodes, "lxd.client_cert", self.path, None),
+            client_key=self.get(nodes, "lxd.client_key", self.path, None),
+            pool=self.get(nodes, "lxd.pool", self.string, base.pool),
+            usage=self.get(nodes, "lxd.usage", self.usage, base.usage),
+            timeout=self.get(nodes, "lxd.timeout", seconds, base.timeout),
+            parallel=self.get(nodes, "lxd.parallel", parallel, base.parallel),
+            defaults=replace(
+                base.defaults,
+                **{
+                    k: v
+                    for k, v in self.resources(defaults, "lxd.defaults").as_dict().items()
+                    if k in defaults
+                },
+            ),
+        )
+        if lxd.parallel < 1:
+            self.fail(nodes["parallel"], "lxd.parallel", "parallel must be at least 1")
+        return lxd
+
+    def usage(self, node: Node, key: str) -> str:
+        def check(mode: str) -> str | None:
+            return None if mode in USAGE_MODES else f"usage is one of {', '.join(USAGE_MODES)}"
+
+        return self.string(node, key, check)
+
+    def live_host(self, nodes: Mapping[str, Node], key: str, lxd: LxdConfig) -> LiveHost:
+        address = self.string(nodes["address"], f"{key}.address", _address_problem)
+        if address.startswith("unix://"):
+            address = address.removeprefix("unix://")
+        env_name = self.get(nodes, f"{key}.trust_password_env", self.string, None)
+        server_cert = self.get(nodes, f"{key}.server_cert", self.string, None)
+        if server_cert is not None and not _FINGERPRINT.fullmatch(server_cert):
+            server_cert = str(self.path(nodes["server_cert"], f"{key}.server_cert"))
+        return LiveHost(
+            address=address,
+            server_cert=server_cert,
+            trust_password_file=self.get(nodes, f"{key}.trust_password_file", self.path, None),
+            trust_password_env=env_name,
+            insecure=self.get(nodes, f"{key}.insecure", self.flag, False),
+            client_cert=self.get(nodes, f"{key}.client_cert", self.path, lxd.client_cert),
+            client_key=self.get(nodes, f"{key}.client_key", self.path, lxd.client_key),
+            pool=self.get(nodes, f"{key}.pool", self.string, lxd.pool),
+            usage=self.get(nodes, f"{key}.usage", self.usage, lxd.usage),
+        )
+
+    def flag(self, node: Node, key: str) -> bool:
+        value = self.value(node, key)
+        if not isinstance(value, bool):
+            self.fail(node, key, f"expected true or false, found {kind(node)}")
+        return value
 
     def labels(self, node: Node | None, key: str) -> Mapping[str, str]:
         labels = {}
@@ -320,6 +452,7 @@ def _parse(text: str, source: Path | None, env: Mapping[str, str]) -> Config:
         sched, "scheduling.strategy", partial(reader.string, check=_strategy_problem), None
     )
     fleet = reader.get(sched, "scheduling.overcommit", reader.overcommit, _NO_OVERCOMMIT)
+    lxd = reader.lxd(top.get("lxd"))
     ttl = {
         name: reader.quantity(node, f"ttl.{name}", _whole_seconds, what="a duration")
         for name, node in reader.mapping(top.get("ttl"), "ttl", _TTL_KEYS).items()
@@ -337,7 +470,8 @@ def _parse(text: str, source: Path | None, env: Mapping[str, str]) -> Config:
         reservation_ttl=ttl.get("reservation", Config.reservation_ttl),
         lock_ttl=ttl.get("lock", Config.lock_ttl),
         host_stale_after=ttl.get("host_stale_after", Config.host_stale_after),
-        hosts=reader.hosts(top.get("hosts"), fleet),
+        lxd=lxd,
+        hosts=reader.hosts(top.get("hosts"), fleet, lxd),
     )
 
 

@@ -26,6 +26,7 @@ class NodeReader:
 
     def __init__(self, source: Path | None) -> None:
         self.source = None if source is None else str(source)
+        self.base_dir = Path(".") if source is None else source.parent
         self._constructor = SafeConstructor()
 
     def fail(self, node: Node | None, key: str, message: str, hint: str | None = None) -> NoReturn:

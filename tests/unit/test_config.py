@@ -393,7 +393,7 @@ HOSTS = "hosts:\n"  # line 1; the first host's name is on line 2, its static on 
 
 ERRORS = [
     # (YAML, line, key, a fragment of the message)
-    ("redis: {}\nsched: {}\n", 2, "sched", "valid: redis, scheduling, ttl, hosts"),
+    ("redis: {}\nsched: {}\n", 2, "sched", "valid: redis, scheduling, ttl, lxd, hosts"),
     ("redis:\n  urll: redis://x\n", 2, "redis.urll", "valid: url, password_file"),
     ("redis: {}\nredis: {}\n", 2, "redis", "duplicate key (see line 1)"),
     ("redis:\n  url: http://x\n", 2, "redis.url", "redis://"),
@@ -441,13 +441,15 @@ ERRORS = [
     (HOSTS + host("42"), 2, "hosts[0].name", "expected text"),
     (HOSTS + "  - static: {cpu: 1, memory: 1G}\n", 2, "hosts[0]", "needs a name"),
     (HOSTS + "  - name: a\n    labels: {}\n", 2, "hosts[0]", "static:"),
-    (
-        HOSTS + "  - name: a\n    address: https://10.0.0.11:8443\n",
-        3,
-        "hosts[0].address",
-        "not supported yet",
-    ),
-    (HOSTS + host() + "    server_cert: x.crt\n", 4, "hosts[0].server_cert", "not supported yet"),
+    (HOSTS + "  - name: a\n    address: ftp://x\n", 3, "hosts[0].address", "unix socket"),
+    (HOSTS + "  - name: a\n    address: https://x\n    insecure: 1\n", 4, "hosts[0].insecure",
+     "true or false"),
+    (HOSTS + "  - name: a\n    address: /s\n    usage: guess\n", 4, "hosts[0].usage",
+     "allocated, measured"),
+    (HOSTS + host() + "    address: https://h:8443\n", 2, "hosts[0]", "either address"),
+    (HOSTS + host() + "    server_cert: x.crt\n", 4, "hosts[0].server_cert", "no LXD settings"),
+    ("lxd: {parallel: 0}\n", 1, "lxd.parallel", "at least 1"),
+    ("lxd: {defaults: {memory: 1X}}\n", 1, "lxd.defaults.memory", "invalid memory"),
     (HOSTS + host() + "    zone: a\n", 4, "hosts[0].zone", "valid: name, labels"),
     (HOSTS + host() + "    overcommit: {cpu: 0}\n", 4, "hosts[0].overcommit.cpu", "> 0"),
     (HOSTS + host() + "    labels: [a, b]\n", 4, "hosts[0].labels", "expected a mapping"),
@@ -552,8 +554,8 @@ def test_validation_errors_name_file_line_and_key(
         ("redis:\n\tprefix: a\n", 2, "invalid YAML"),
         ("redis: *nowhere\n", 1, "invalid YAML"),
         ("redis: {}\n---\nttl: {}\n", 2, "invalid YAML"),
-        ("- a\n- b\n", 1, "expected a mapping of redis, scheduling, ttl, hosts"),
-        ("just text\n", 1, "expected a mapping of redis, scheduling, ttl, hosts"),
+        ("- a\n- b\n", 1, "expected a mapping of redis, scheduling, ttl, lxd, hosts"),
+        ("just text\n", 1, "expected a mapping of redis, scheduling, ttl, lxd, hosts"),
     ],
 )
 def test_documents_that_are_not_configs(
@@ -674,3 +676,41 @@ def test_valid_static_hosts_load_exactly(
         used=Resources(cpu=used),
         instances=instances,
     )
+
+
+def test_live_hosts_take_fleet_lxd_settings_and_override_them(tmp_path: Path) -> None:
+    fingerprint = "AB:" * 31 + "CD"
+    config_file = tmp_path / "hostsched.yaml"
+    config_file.write_text(
+        "lxd:\n"
+        "  client_cert: certs/client.crt\n"
+        "  client_key: certs/client.key\n"
+        "  pool: fast\n"
+        "  timeout: 3s\n"
+        "  parallel: 4\n"
+        "  defaults: {cpu: 2}\n"
+        "hosts:\n"
+        "  - name: lxd-01\n"
+        "    address: https://10.0.0.11:8443\n"
+        "    server_cert: servercerts/lxd-01.crt\n"
+        "    trust_password_env: LXD01_PASSWORD\n"
+        "  - name: lxd-02\n"
+        "    address: unix:///var/lib/incus/unix.socket\n"
+        "    usage: measured\n"
+        "    pool: default\n"
+        f"  - name: lxd-03\n    address: https://[::1]:8443\n    server_cert: '{fingerprint}'\n"
+        "    insecure: true\n    trust_password_file: pw.txt\n"
+    )
+    config = load_config(config_file, env={})
+    assert config.lxd.timeout == 3 and config.lxd.parallel == 4
+    assert config.lxd.defaults == Resources(2000, 1 << 30, 10 << 30, 0)
+    one, two, three = (h.live for h in config.hosts)
+    assert one is not None and two is not None and three is not None
+    assert one.server_cert == str(tmp_path / "servercerts/lxd-01.crt")
+    assert one.client_cert == tmp_path / "certs/client.crt" and one.pool == "fast"
+    assert one.trust_password_env == "LXD01_PASSWORD" and not one.is_unix
+    assert two.address == "/var/lib/incus/unix.socket" and two.is_unix
+    assert two.usage == "measured" and two.pool == "default"
+    assert three.pinned_fingerprint == "ab" * 31 + "cd" and three.insecure
+    assert three.trust_password_file == tmp_path / "pw.txt"
+    assert all(h.static is None for h in config.hosts)
