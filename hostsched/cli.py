@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -146,26 +148,105 @@ def collect(
     Example: hostsched collect --interval 30
     """
     from hostsched.collect import collect as collect_fleet
+    from hostsched.connect import open_store
     from hostsched.render import collect_json, collect_table
 
     opts = _options(ctx, config, redis_url, json_, verbose)
     cfg = _config(opts)
-    scheduler = _scheduler(cfg)
-    worst = ExitCode.OK
+    store = open_store(cfg)
+    outcome = ExitCode.OK
 
     def once() -> None:
-        nonlocal worst
-        report = collect_fleet(cfg, scheduler.store)
+        nonlocal outcome
+        with _progress("collecting", len(cfg.hosts), enabled=not opts.json) as advance:
+            report = collect_fleet(cfg, store, on_host=lambda _host: advance())
+        for warning in report.warnings:
+            _note(f"warning: {warning}")
         if opts.json:
             _emit_json(collect_json(report))
         else:
-            _show(collect_table(report), stderr=False)
-        if report.failed:
-            worst = ExitCode.PARTIAL
+            _show(collect_table(report))
+        outcome = ExitCode.PARTIAL if report.failed else ExitCode.OK
 
     _run(once, interval)
-    if worst:
-        raise typer.Exit(worst)
+    if outcome:
+        raise typer.Exit(outcome)
+
+
+@contextmanager
+def _progress(what: str, total: int, *, enabled: bool) -> Iterator[Callable[[], None]]:
+    """A progress bar on stderr while work runs, only on a terminal; yields ``advance()``."""
+    if not (enabled and sys.stderr.isatty()):
+        yield lambda: None
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task(what, total=total)
+        yield lambda: progress.advance(task)
+
+
+@app.command()
+def trust(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Argument(help="The configured live host to trust.")],
+    fingerprint: Annotated[
+        str | None,
+        typer.Option(help="Accept the host's certificate only with this SHA-256 fingerprint."),
+    ] = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Accept the certificate shown without asking.")
+    ] = False,
+    config: ConfigOption = None,
+    redis_url: RedisUrlOption = None,
+    json_: JsonOption = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Register hostsched's client certificate with a host and pin the host's certificate.
+
+    The trust password is read from the host's trust_password_file or trust_password_env,
+    never from the command line. Without --fingerprint or --yes, you are asked to confirm the
+    certificate's fingerprint, as with `lxc remote add`.
+
+    Example: hostsched trust lxd-01
+    """
+    from hostsched.trust import trust as trust_host
+
+    opts = _options(ctx, config, redis_url, json_, verbose)
+
+    def confirm(seen: str) -> bool:
+        _note(f"{host}: certificate fingerprint {seen}")
+        if fingerprint is not None:
+            return fingerprint.lower().removeprefix("sha256:").replace(":", "") == seen
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            raise UsageError(
+                "cannot confirm the fingerprint without a terminal",
+                hint="pass --fingerprint SHA256 (from `lxc info` on the host) or --yes",
+            )
+        return typer.confirm("Is this the host's certificate?", default=False, err=True)
+
+    result = trust_host(_config(opts), host, confirm=confirm)
+    if opts.json:
+        _emit_json(
+            {
+                "host": result.host,
+                "fingerprint": result.fingerprint,
+                "server_cert": result.server_cert,
+                "client_cert": result.client_cert,
+                "created_client_cert": result.created_client_cert,
+                "already_trusted": result.already_trusted,
+            }
+        )
+        return
+    if result.created_client_cert:
+        _note(f"created client certificate {result.client_cert}")
+    if result.server_cert:
+        _note(f"pinned {host}'s certificate in {result.server_cert}")
+    state = "was already trusted" if result.already_trusted else "now trusts"
+    _note(f"{host} {state} this client")
 
 
 def _run(job: Any, interval: float | None) -> None:

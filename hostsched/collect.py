@@ -1,18 +1,22 @@
 """collect: read each host's actual resources and store them, holding the host's lock.
 
-Each host's lock is taken before it is read and its write is fenced by that lock's token and by
-the server time at which reading began, so concurrent collectors split the fleet and an older
-reading never overwrites a newer one.
+Hosts are read in parallel (``lxd.parallel`` at once, each bounded by ``lxd.timeout``), so a
+fleet takes about as long as its slowest host. Each host's lock is taken before it is read, and
+the write is fenced by that lock's token and by the server time at which reading began: so
+concurrent collectors split the fleet, and an older reading never overwrites a newer one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from hostsched.codec import encode_actual
 from hostsched.config import Config, HostConfig
-from hostsched.errors import NoHostsError
-from hostsched.store import Store
+from hostsched.errors import HostUnreachable, NoHostsError
+from hostsched.model import Resources
+from hostsched.store import LockGrant, Store
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,7 @@ class HostCollected:
 @dataclass(frozen=True)
 class CollectReport:
     hosts: tuple[HostCollected, ...]
+    warnings: tuple[str, ...] = ()
 
     @property
     def stored(self) -> int:
@@ -36,44 +41,81 @@ class CollectReport:
         return sum(h.status == "unreachable" for h in self.hosts)
 
 
-def _static_body(host: HostConfig) -> str:
-    assert host.static is not None
-    return encode_actual(
-        capacity=host.static.capacity,
-        used=host.static.used,
-        overcommit=host.overcommit,
-        labels=host.labels,
-        names=(),
-        instances=host.static.instances,
-        source="static",
-    )
+@dataclass(frozen=True)
+class _Reading:
+    capacity: Resources
+    used: Resources
+    instances: int
+    names: tuple[str, ...]
+    source: str
 
 
-def collect(config: Config, store: Store) -> CollectReport:
-    """Store the actual resources of every configured host."""
-    hosts = [h for h in config.hosts if h.static is not None]
-    if not hosts:
+def _read(host: HostConfig, config: Config, pending: Sequence[str]) -> _Reading:
+    """The host's capacity and usage: declared (static) or read over its API (live)."""
+    if host.static is not None:
+        static = host.static
+        return _Reading(static.capacity, static.used, static.instances, (), "static")
+    assert host.live is not None
+    from hostsched.lxd import read_host  # pylxd is imported only when a live host is read
+
+    live = read_host(host.name, host.live, config.lxd, pending=pending)
+    return _Reading(live.capacity, live.used, live.instances, live.names, "lxd")
+
+
+def collect_host(host: HostConfig, config: Config, store: Store) -> HostCollected:
+    """Lock, read, store and unlock one host; its failure is reported, never raised."""
+    grant: LockGrant = store.acquire_locks([host.name], ttl=config.lock_ttl)[host.name]
+    if not grant.acquired:
+        return HostCollected(host.name, "skipped", "another collector holds its lock")
+    try:
+        reading = _read(host, config, grant.pending)
+        body = encode_actual(
+            capacity=reading.capacity,
+            used=reading.used,
+            overcommit=host.overcommit,
+            labels=host.labels,
+            names=reading.names,
+            instances=reading.instances,
+            source=reading.source,
+        )
+        outcome = store.write_actual(
+            {host.name: (grant, body, reading.names)}, resource_ttl=config.resource_ttl
+        )[host.name]
+    except HostUnreachable as exc:
+        return HostCollected(host.name, "unreachable", exc.reason)
+    finally:
+        store.release_locks({host.name: grant})
+    if outcome.status == "ok":
+        return HostCollected(host.name, "stored", None, outcome.dropped)
+    if outcome.status == "newer":
+        return HostCollected(host.name, "skipped", "a newer reading is already stored")
+    return HostCollected(host.name, "skipped", "its lock expired while it was read")
+
+
+def collect(
+    config: Config,
+    store: Store,
+    *,
+    on_host: Callable[[HostCollected], None] | None = None,
+) -> CollectReport:
+    """Store the actual resources of every configured host, reading them in parallel."""
+    if not config.hosts:
         raise NoHostsError(
             "no hosts configured", hint="list hosts under `hosts:` (see config.example.yaml)"
         )
-    names = [h.name for h in hosts]
-    grants = store.acquire_locks(names, ttl=config.lock_ttl)
-    try:
-        writes = {
-            h.name: (grants[h.name], _static_body(h), ()) for h in hosts if grants[h.name].acquired
-        }
-        outcomes = store.write_actual(writes, resource_ttl=config.resource_ttl)
-    finally:
-        store.release_locks(grants)
-    results = []
-    for name in names:
-        outcome = outcomes.get(name)
-        if outcome is None:
-            results.append(HostCollected(name, "skipped", "another collector holds its lock"))
-        elif outcome.status == "ok":
-            results.append(HostCollected(name, "stored", None, outcome.dropped))
-        elif outcome.status == "newer":
-            results.append(HostCollected(name, "skipped", "a newer reading is already stored"))
-        else:
-            results.append(HostCollected(name, "skipped", "its lock expired while collecting"))
-    return CollectReport(tuple(results))
+
+    def one(host: HostConfig) -> HostCollected:
+        result = collect_host(host, config, store)
+        if on_host is not None:
+            on_host(result)
+        return result
+
+    workers = min(config.lxd.parallel, len(config.hosts))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="collect") as pool:
+        results = tuple(pool.map(one, config.hosts))
+    warnings = tuple(
+        f"{h.name}: TLS verification is off (insecure: true)"
+        for h in config.hosts
+        if h.live is not None and h.live.insecure and not h.live.is_unix
+    )
+    return CollectReport(results, warnings)

@@ -87,6 +87,22 @@ class UnknownHostError(NoHostsError):
         self.host = host
 
 
+class HostUnreachable(NoHostsError):
+    """A live host did not answer, refused us, or presented the wrong certificate."""
+
+    code = "host_unreachable"
+
+    def __init__(self, host: str, reason: str, *, hint: str | None = None) -> None:
+        super().__init__(f"{host}: {reason}", hint=hint)
+        self.host, self.reason = host, reason
+
+
+class TrustRefused(UsageError):
+    """A host refused hostsched's client certificate with the configured trust password."""
+
+    code = "trust_refused"
+
+
 class InsufficientResources(HostschedError):
     """Hosts are online, but none has room for the request."""
 

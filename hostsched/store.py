@@ -102,10 +102,13 @@ class ReserveOutcome:
 
 @dataclass(frozen=True)
 class LockGrant:
+    """A collect lock taken (or not), with the server time and the host's pending ids."""
+
     acquired: bool
     token: str
     holder: str
     server_time: float
+    pending: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -323,10 +326,15 @@ class Store:
     def acquire_locks(self, hosts: Sequence[str], *, ttl: float) -> dict[str, LockGrant]:
         """Try each host's lock with a fresh random token, in one round trip."""
         tokens = {h: secrets.token_hex(16) for h in hosts}
-        calls = [([self.keys.lock(h)], [tokens[h], int(ttl * 1000)]) for h in hosts]
+        calls = [
+            ([self.keys.lock(h), self.keys.scheduled(h)], [tokens[h], int(ttl * 1000)])
+            for h in hosts
+        ]
         replies = self._run_many("lock_acquire", calls) if calls else []
         return {
-            h: LockGrant(bool(int(r[0])), tokens[h], _text(r[2]), float(r[1]))
+            h: LockGrant(
+                bool(int(r[0])), tokens[h], _text(r[2]), float(r[1]), tuple(map(_text, r[3:]))
+            )
             for h, r in zip(hosts, replies, strict=True)
         }
 
