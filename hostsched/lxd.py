@@ -125,23 +125,34 @@ def translated(name: str) -> Iterator[None]:
         yield
     except HostUnreachable:
         raise
-    except requests.exceptions.SSLError as exc:
+    except (requests.exceptions.SSLError, lxd_exceptions.ClientConnectionFailed) as exc:
+        # pylxd wraps the SSL error of its first request in ClientConnectionFailed.
         text = str(exc)
-        if "ingerprint" in text:
+        if "ingerprints did not match" in text:
             raise HostUnreachable(
                 name,
                 "server certificate does not match the pinned one",
                 hint=f"if the host's certificate changed on purpose, run `hostsched trust {name}`",
             ) from None
-        raise HostUnreachable(name, f"TLS failed: {_first_line(text)}") from None
+        if isinstance(exc, requests.exceptions.SSLError):
+            raise HostUnreachable(name, f"TLS failed: {_first_line(text)}") from None
+        raise HostUnreachable(name, f"cannot connect: {_reason(text)}") from None
     except requests.exceptions.Timeout:
         raise HostUnreachable(name, "timed out") from None
-    except (requests.exceptions.RequestException, lxd_exceptions.ClientConnectionFailed) as exc:
-        raise HostUnreachable(name, f"cannot connect: {_first_line(str(exc))}") from None
+    except requests.exceptions.RequestException as exc:
+        raise HostUnreachable(name, f"cannot connect: {_reason(str(exc))}") from None
     except lxd_exceptions.LXDAPIException as exc:
         raise HostUnreachable(name, f"API error: {_first_line(str(exc))}") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise HostUnreachable(name, f"unexpected answer: {type(exc).__name__}: {exc}") from None
+
+
+def _reason(text: str) -> str:
+    """The useful end of a urllib3 error (``... Connection refused``), not its pool details."""
+    for marker in ("Errno", "NewConnectionError", "timed out"):
+        if marker in text:
+            return _first_line(text[text.index(marker) :]).rstrip("')\"")
+    return _first_line(text)
 
 
 def _first_line(text: str) -> str:
