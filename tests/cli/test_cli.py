@@ -190,6 +190,17 @@ def test_help_is_light(args: list[str]) -> None:
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
+def test_static_collect_does_not_import_pylxd(redis_url: str) -> None:
+    code = (
+        "import sys\nfrom hostsched.cli import main\n"
+        f"try:\n    main(['--config', {str(EXAMPLE)!r}, '--redis-url', {redis_url!r}, 'collect'])\n"
+        "except SystemExit as e:\n    print('exit', e.code)\n"
+        "print('pylxd' in sys.modules, 'requests' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.stdout.strip().splitlines()[-2:] == ["exit 0", "False False"], result.stderr
+
+
 def test_schedule_does_not_import_pylxd(redis_url: str) -> None:
     code = (
         "import sys\nfrom hostsched.cli import main\n"
