@@ -37,13 +37,10 @@ Outside ``LXD_DIR``, liblxc leaves lock directories in ``/run/lxc/lock/<lxcpath>
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import io
 import os
-import re
 import secrets
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -53,7 +50,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+
+from tests.lxd.cleanup import CGROUP_ROOT, kill_leftovers, unmount_under
 
 ROOT_PARENT = "/tmp"
 ROOT_PREFIX = "hslxd-"
@@ -61,10 +59,8 @@ IMAGE_ALIAS = "busybox"
 COMMAND_TIMEOUT = 30.0
 START_TIMEOUT = 20.0
 SHUTDOWN_TIMEOUT = 15
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 LXC_LOCK_ROOT = Path("/run/lxc/lock")
 _PROXY_VARIABLES = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
-_MNT_DETACH = 2
 
 
 class LxdFixtureError(RuntimeError):
@@ -300,12 +296,12 @@ class LxdDaemon:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(5)
         roots = {self.process.pid} if self.running else set()
-        _kill_leftovers(roots, str(self.lxd_dir))
+        kill_leftovers(roots, str(self.lxd_dir))
         if self.running:
             self.process.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(5)
-        _unmount_under(self.lxd_dir)
+        unmount_under(self.lxd_dir)
         self._refuser.close()
 
 
@@ -425,8 +421,8 @@ class LxdFleet:
                 daemon.stop()
             except Exception as error:  # keep going: the other daemons must stop too
                 errors.append(error)
-        _kill_leftovers(set(), str(self.root))
-        _unmount_under(self.root)
+        kill_leftovers(set(), str(self.root))
+        unmount_under(self.root)
         shutil.rmtree(self.root, ignore_errors=True)
         shutil.rmtree(LXC_LOCK_ROOT / self.root.relative_to("/"), ignore_errors=True)
         for path in self._created_outside:  # deepest first; only if empty (another user's?)
@@ -501,98 +497,3 @@ def _build_busybox_image(target: Path, busybox: str) -> Path:
             tar.addfile(entry(f"rootfs/bin/{applet}", tarfile.SYMTYPE, 0o777, link="busybox"))
         tar.addfile(entry("rootfs/sbin/init", tarfile.SYMTYPE, 0o777, link="../bin/busybox"))
     return target
-
-
-class _Process(NamedTuple):
-    ppid: int
-    state: str
-    cmdline: str
-    cgroups: list[str]  # /proc/PID/cgroup lines: "ID:CONTROLLERS:PATH"
-
-
-def _process_table() -> dict[int, _Process]:
-    """Every process still readable, by pid."""
-    table: dict[int, _Process] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            cgroups = (entry / "cgroup").read_text().splitlines()
-        except OSError:
-            continue
-        # The command name in parentheses may hold spaces: split after its closing paren.
-        state, ppid = stat[stat.rindex(")") + 2 :].split()[:2]
-        table[int(entry.name)] = _Process(int(ppid), state, cmdline, cgroups)
-    return table
-
-
-def _kill_leftovers(roots: set[int], marker: str) -> None:
-    """SIGKILL ``roots``, every process whose command line names ``marker``, and descendants.
-
-    Those are lxd itself, its ``[lxc monitor] <LXD_DIR>/containers NAME`` processes and the
-    containers below them. Their ``lxc.payload.*``/``lxc.monitor.*`` cgroups are removed after.
-    """
-    table = _process_table()
-    me = os.getpid()
-    doomed = {pid for pid in roots if pid in table}
-    doomed |= {pid for pid, process in table.items() if marker in process.cmdline and pid != me}
-    children: dict[int, list[int]] = {}
-    for pid, process in table.items():
-        children.setdefault(process.ppid, []).append(pid)
-    pending = list(doomed)
-    while pending:
-        for child in children.get(pending.pop(), []):
-            if child not in doomed and child != me:
-                doomed.add(child)
-                pending.append(child)
-    cgroups = {
-        line.split(":", 2)[2]
-        for pid in doomed
-        for line in table[pid].cgroups
-        if "/lxc.payload." in line or "/lxc.monitor." in line
-    }
-    for pid in doomed:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while doomed and time.monotonic() < deadline:
-        table = _process_table()
-        doomed = {pid for pid in doomed if pid in table and table[pid].state != "Z"}
-        time.sleep(0.05)
-    for path in cgroups:
-        _remove_cgroup(path)
-
-
-def _remove_cgroup(path: str) -> None:
-    """rmdir a cgroup and its children in every hierarchy (fails harmlessly if still in use)."""
-    relative = path.strip("/").split("/")
-    # Keep only the part from the lxc.* component down: that is what liblxc created.
-    start = next(i for i, part in enumerate(relative) if part.startswith("lxc."))
-    for hierarchy in [CGROUP_ROOT, *(p for p in CGROUP_ROOT.iterdir() if p.is_dir())]:
-        top = hierarchy.joinpath(*relative[: start + 1])
-        if not top.is_dir():
-            continue
-        for directory, _, _ in sorted(os.walk(top), key=lambda item: -len(item[0])):
-            with contextlib.suppress(OSError):
-                os.rmdir(directory)
-
-
-def _unmount_under(root: Path) -> None:
-    """Lazily unmount every mount at or below ``root``, deepest first."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    prefix = str(root).rstrip("/") + "/"
-    for _ in range(3):  # a mount may hide another on the same point
-        with open("/proc/self/mountinfo") as mountinfo:
-            points = [_unescape(line.split()[4]) for line in mountinfo]
-        mine = [p for p in points if p == str(root) or p.startswith(prefix)]
-        if not mine:
-            return
-        for point in sorted(set(mine), key=len, reverse=True):
-            libc.umount2(point.encode(), _MNT_DETACH)
-
-
-def _unescape(field_text: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as octal (``\\040``)."""
-    return re.sub(r"\\([0-7]{3})", lambda match: chr(int(match[1], 8)), field_text)
