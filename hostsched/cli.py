@@ -394,6 +394,8 @@ def cleanup(
             _note(f"forgot hosts with expired data: {', '.join(report.forgotten)}")
         if report.corrupt:
             _note(f"reservations that do not parse on: {', '.join(report.corrupt)}")
+        for problem in report.problems:
+            _note(f"warning: {problem}")
 
     _run(once, interval)
 
@@ -415,6 +417,8 @@ def inspect(
 
     opts = _options(ctx, config, redis_url, json_, verbose)
     fleet = _scheduler(_config(opts)).inspect(host)
+    for problem in fleet.problems:
+        _note(f"warning: {problem}")
     if opts.json:
         _emit_json(fleet_json(fleet))
     elif host is not None:

@@ -66,7 +66,8 @@ def collect_host(host: HostConfig, config: Config, store: Store) -> HostCollecte
     """Lock, read, store and unlock one host; its failure is reported, never raised."""
     grant: LockGrant = store.acquire_locks([host.name], ttl=config.lock_ttl)[host.name]
     if not grant.acquired:
-        return HostCollected(host.name, "skipped", "another collector holds its lock")
+        held = "another collector holds its lock" if grant.holder else "its lock key is not a lock"
+        return HostCollected(host.name, "skipped", held)
     try:
         reading = _read(host, config, grant.pending)
         body = encode_actual(
@@ -87,9 +88,11 @@ def collect_host(host: HostConfig, config: Config, store: Store) -> HostCollecte
         store.release_locks({host.name: grant})
     if outcome.status == "ok":
         return HostCollected(host.name, "stored", None, outcome.dropped)
-    if outcome.status == "newer":
-        return HostCollected(host.name, "skipped", "a newer reading is already stored")
-    return HostCollected(host.name, "skipped", "its lock expired while it was read")
+    reason = {
+        "newer": "a newer reading is already stored",
+        "foreign": "a key of this host holds data that is not hostsched's; nothing overwritten",
+    }.get(outcome.status, "its lock expired while it was read")
+    return HostCollected(host.name, "skipped", reason)
 
 
 def collect(

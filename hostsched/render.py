@@ -79,7 +79,7 @@ def host_json(host: HostSnapshot) -> dict[str, Any]:
 
 
 def fleet_json(fleet: Fleet) -> dict[str, Any]:
-    return {"hosts": [host_json(h) for h in fleet.hosts]}
+    return {"hosts": [host_json(h) for h in fleet.hosts], "problems": list(fleet.problems)}
 
 
 def collect_json(report: CollectReport) -> dict[str, Any]:
@@ -103,6 +103,7 @@ def cleanup_json(report: CleanupReport) -> dict[str, Any]:
         "hosts": report.hosts,
         "forgotten": list(report.forgotten),
         "corrupt": list(report.corrupt),
+        "problems": list(report.problems),
     }
 
 

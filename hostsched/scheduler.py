@@ -37,6 +37,7 @@ class CleanupReport:
     hosts: int
     forgotten: tuple[str, ...] = ()
     corrupt: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
 
 
 def describe(amount: Resources) -> str:
@@ -287,7 +288,8 @@ class Scheduler:
 
     def cleanup(self) -> CleanupReport:
         """Prune expired reservations everywhere; forget hosts whose data has expired."""
-        names = sorted(self.store.host_names().union(h.name for h in self.config.hosts))
+        stored, problems = self.store.host_names()
+        names = sorted(stored.union(h.name for h in self.config.hosts))
         outcomes = self.store.cleanup(names, reservation_ttl=self.config.reservation_ttl)
         configured = {h.name for h in self.config.hosts}
         gone = [
@@ -295,12 +297,14 @@ class Scheduler:
             for name, outcome in outcomes.items()
             if not outcome.has_actual and outcome.remaining == 0 and name not in configured
         ]
-        self.store.forget_hosts(gone)
+        if not problems:
+            self.store.forget_hosts(gone)
         return CleanupReport(
             removed=sum(o.removed for o in outcomes.values()),
             hosts=len(outcomes),
             forgotten=tuple(gone),
             corrupt=tuple(name for name, o in outcomes.items() if o.corrupt),
+            problems=problems,
         )
 
 

@@ -18,6 +18,7 @@ class Fleet:
     now: float
     hosts: tuple[HostSnapshot, ...]
     round_robin_cursor: str | None = None
+    problems: tuple[str, ...] = ()  # fleet-wide data that was not ours and was ignored
 
     def get(self, name: str) -> HostSnapshot | None:
         return next((h for h in self.hosts if h.name == name), None)
@@ -114,4 +115,6 @@ def fleet_snapshot(
         for host in raw.hosts
         if host.name in raw.members or host.name in configured_labels
     ]
-    return Fleet(raw.now, tuple(sorted(hosts, key=lambda h: h.name)), raw.round_robin_cursor)
+    return Fleet(
+        raw.now, tuple(sorted(hosts, key=lambda h: h.name)), raw.round_robin_cursor, raw.problems
+    )

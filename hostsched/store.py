@@ -12,7 +12,7 @@ import hashlib
 import json
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -20,7 +20,9 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.retry import Retry
 
 from hostsched.errors import StoreUnavailable
 from hostsched.keys import Keys
@@ -84,6 +86,7 @@ class RawFleet:
     members: frozenset[str]
     hosts: tuple[RawHost, ...]
     round_robin_cursor: str | None
+    problems: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,11 @@ class CleanupOutcome:
 
 
 def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
 def _vector(values: object) -> Resources | None:
@@ -156,7 +163,13 @@ class Store:
                 f"unsupported Redis URL {redact(url)!r}",
                 hint="use redis://host:port, rediss://host:port or unix:///path/to.sock",
             )
-        options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+        options: dict[str, Any] = {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            # Every operation is idempotent (reservations by id, writes by lock token), so a
+            # command re-sent after a timeout or a dropped connection cannot count twice.
+            "retry": Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.25), retries=3),
+        }
         if password is not None:
             options["password"] = password
         try:
@@ -203,10 +216,16 @@ class Store:
             seconds, micros = self.client.time()
         return seconds + micros / 1e6
 
-    def host_names(self) -> frozenset[str]:
-        """The names in the host set."""
+    def host_names(self) -> tuple[frozenset[str], tuple[str, ...]]:
+        """The names in the host set, and a problem if the key holds something else."""
         with translated():
-            return frozenset(_text(m) for m in self.client.smembers(self.keys.hosts))
+            try:
+                return frozenset(_text(m) for m in self.client.smembers(self.keys.hosts)), ()
+            except ResponseError as exc:
+                return frozenset(), (self._foreign_hosts_key(exc),)
+
+    def _foreign_hosts_key(self, exc: Exception) -> str:
+        return f"{self.keys.hosts} is not a set of host names ({_first_line(exc)}): ignored"
 
     def read_fleet(self, expected: Sequence[str] = ()) -> RawFleet:
         """Read every host's keys, pipelined: one round trip when ``expected`` names them all.
@@ -223,9 +242,14 @@ class Store:
             self._queue_host_reads(pipe, names)
             replies = pipe.execute(raise_on_error=False)
             clock, members_raw, cursor = replies[:3]
-            for reply in (clock, members_raw):
-                if isinstance(reply, Exception):
-                    raise reply
+            if isinstance(clock, Exception):
+                raise clock
+            problems: tuple[str, ...] = ()
+            if isinstance(members_raw, ResponseError):  # foreign data: the configured hosts remain
+                problems = (self._foreign_hosts_key(members_raw),)
+                members_raw = set()
+            elif isinstance(members_raw, Exception):
+                raise members_raw
             members = frozenset(_text(m) for m in members_raw)
             hosts = self._raw_hosts(names, replies[3:])
             extra = sorted(members.difference(names))
@@ -238,7 +262,8 @@ class Store:
             now=seconds + micros / 1e6,
             members=members,
             hosts=tuple(hosts),
-            round_robin_cursor=None if not isinstance(cursor, bytes) else cursor.decode(),
+            round_robin_cursor=None if not isinstance(cursor, bytes) else _text(cursor),
+            problems=problems,
         )
 
     def _queue_host_reads(self, pipe: Any, names: Sequence[str]) -> None:
@@ -313,7 +338,7 @@ class Store:
     def forget_hosts(self, hosts: Sequence[str]) -> None:
         """Drop hosts from the host set (their keys are gone already)."""
         if hosts:
-            with translated():
+            with translated(), suppress(ResponseError):  # a foreign host set is left alone
                 self.client.srem(self.keys.hosts, *hosts)
 
     def set_round_robin_cursor(self, host: str) -> None:
@@ -370,6 +395,6 @@ class Store:
         if stored:
             # The host set lives in another cluster slot, so it is added after the write; a
             # host missing from it for that moment is only not yet schedulable.
-            with translated():
+            with translated(), suppress(ResponseError):  # a foreign host set is left alone
                 self.client.sadd(self.keys.hosts, *stored)
         return outcomes

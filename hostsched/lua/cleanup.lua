@@ -12,8 +12,9 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local ttl = tonumber(ARGV[1])
 local has_actual = redis.call('EXISTS', KEYS[2])
 
-local is_hash, entries = pcall(redis.call, 'HGETALL', KEYS[1])
-if not is_hash then return {0, 0, 1, has_actual} end
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind ~= 'none' and kind ~= 'hash' then return {0, 0, 1, has_actual} end
+local entries = redis.call('HGETALL', KEYS[1])
 local expired, remaining, corrupt = {}, 0, 0
 for i = 1, #entries, 2 do
   local good, entry = pcall(cjson.decode, entries[i + 1])

@@ -11,7 +11,8 @@
 --   full     detail {state}          the batch does not fit (nothing written)
 --   stale    detail {age}            actual resources older than ARGV[2]
 --   missing  detail {}               no actual resources stored
---   corrupt  detail {reason}         a stored value does not parse; nothing written
+--   corrupt  detail {reason}         a stored value is not ours (wrong type, does not parse,
+--                                    unknown version); nothing written
 -- where state = {limit = [c, m, d, g], used = [...], reserved = [...]} after the call.
 -- Time comes from the server (TIME), never from the caller.
 
@@ -38,8 +39,10 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local ttl = tonumber(ARGV[1])
 local stale_after = tonumber(ARGV[2])
 
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind == 'none' then return reply('missing', {}) end
+if kind ~= 'string' then return reply('corrupt', {reason = 'actual resources are a ' .. kind}) end
 local raw = redis.call('GET', KEYS[1])
-if not raw then return reply('missing', {}) end
 local ok, host = pcall(cjson.decode, raw)
 if not ok or type(host) ~= 'table' or host.v ~= 1 then
   return reply('corrupt', {reason = 'actual resources do not parse'})
@@ -65,8 +68,11 @@ if type(host.names) == 'table' then
   for _, name in ipairs(host.names) do is_instance[name] = true end
 end
 
-local is_hash, entries = pcall(redis.call, 'HGETALL', KEYS[2])
-if not is_hash then return reply('corrupt', {reason = 'reservations are not a hash'}) end
+local scheduled_kind = redis.call('TYPE', KEYS[2])['ok']
+if scheduled_kind ~= 'none' and scheduled_kind ~= 'hash' then
+  return reply('corrupt', {reason = 'reservations are a ' .. scheduled_kind})
+end
+local entries = redis.call('HGETALL', KEYS[2])
 local reserved = {0, 0, 0, 0}
 local live = {}
 local expired = {}
