@@ -1,7 +1,8 @@
 """A scheduler process for the concurrency tests: schedules until the fleet is full.
 
 Usage: python -m tests.redis.scheduler_worker URL PREFIX NAME STRATEGY COUNT SEED START_FILE
-Prints one JSON line: the ids it placed (with hosts) and how many calls were refused.
+Prints one JSON line: the ids it placed (with hosts) and every refused request (size, count).
+It stops once even the smallest single request is refused.
 """
 
 from __future__ import annotations
@@ -30,23 +31,28 @@ def main() -> None:
     while not os.path.exists(start_file):
         time.sleep(0.001)
     placed: dict[str, str] = {}
-    refused = misses = 0
+    refused: list[tuple[int, int]] = []
     call = 0
-    while misses < 3:  # three refusals in a row: this process sees a full fleet
+    size, batch = rng.choice(SIZES), int(count)
+    while True:
         call += 1
-        size = rng.choice([500, 1000, 2000])
-        ids = [f"{name}-{call}"]
         try:
             plan = scheduler.schedule(
-                Request(Resources(size, size << 20)), count=int(count), ids=ids, strategy=strategy
-            )
+                Request(Resources(size, size << 20)), count=batch, ids=[f"{name}-{call}"],
+                strategy=strategy,
+            )  # fmt: skip
         except InsufficientResources:
-            refused += 1
-            misses += 1
+            refused.append((size, batch))
+            if (size, batch) == (SIZES[0], 1):
+                break  # not even the smallest fits: the fleet is full for this process
+            size, batch = SIZES[0], 1
             continue
-        misses = 0
         placed.update({p.id: p.host for p in plan.placements})
+        size, batch = rng.choice(SIZES), int(count)
     print(json.dumps({"placed": placed, "refused": refused}))
+
+
+SIZES = (500, 1000, 2000)  # millicores; memory is the same number of MiB
 
 
 if __name__ == "__main__":

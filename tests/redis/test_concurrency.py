@@ -80,6 +80,11 @@ def test_processes_fill_fleet_without_overcommit(
     assert stored == claimed  # nothing lost, nothing counted twice, nothing unclaimed
     for host in fleet.hosts:
         assert (host.used + host.reserved).fits_in(host.limit), f"{host.name} overcommitted"
-        assert host.free.cpu < 500 or host.free.memory < 500 << 20  # the fleet is full
+    # Nothing is released here, so free capacity only shrinks: a request refused at any moment
+    # must still be impossible now, or the refusal was wrong.
+    for size, batch in (tuple(r) for result in results for r in result["refused"]):
+        request = Resources(size, size << 20)
+        room = sum(min(h.free.cpu // size, h.free.memory // request.memory) for h in fleet.hosts)
+        assert room < batch, f"refused {batch} x {size}m while the fleet holds {room}"
     assert len(claimed) > 20
     store.close()
