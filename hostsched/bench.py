@@ -13,7 +13,7 @@ import secrets
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 from hostsched.codec import encode_actual
 from hostsched.config import Config
@@ -65,8 +65,8 @@ class BenchResult:
 class _Worker:
     """What one scheduler process needs to connect on its own (nothing is shared by fork)."""
 
-    url: str
-    password: str | None
+    url: str = field(repr=False)  # may hold a password
+    password: str | None = field(repr=False)
     config: Config
     host_names: tuple[str, ...]
     calls: int

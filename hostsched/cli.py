@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -542,7 +543,7 @@ def main(argv: list[str] | None = None) -> None:
         code = command.main(args=args, prog_name="hostsched", standalone_mode=False)
     except HostschedError as exc:
         if verbose:
-            raise
+            traceback.print_exc()
         _fail(exc.exit_code, exc.code, exc.message, exc.hint, as_json)
     except typer.Exit as exc:
         raise SystemExit(exc.exit_code) from None
@@ -553,7 +554,7 @@ def main(argv: list[str] | None = None) -> None:
         _fail(ExitCode.USAGE, "usage_error", exc.format_message(), hint, as_json)
     except Exception as exc:
         if verbose:
-            raise
+            traceback.print_exc()
         _fail(
             ExitCode.INTERNAL,
             "internal_error",

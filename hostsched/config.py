@@ -29,12 +29,13 @@ from hostsched.yamlnodes import TAG, NodeReader, is_null, kind
 ENV_CONFIG = "HOSTSCHED_CONFIG"
 ENV_REDIS_URL = "HOSTSCHED_REDIS_URL"
 ENV_REDIS_PASSWORD = "HOSTSCHED_REDIS_PASSWORD"
+ENV_REDIS_CA_FILE = "HOSTSCHED_REDIS_CA_FILE"
 ENV_STRATEGY = "SCHEDULING_STRATEGY"
 URL_SCHEMES = ("redis", "rediss", "unix")
 MAX_NAME = 200
 
 _TOP_KEYS = ("redis", "scheduling", "ttl", "lxd", "hosts")
-_REDIS_KEYS = ("url", "password_file", "prefix", "timeout")
+_REDIS_KEYS = ("url", "password_file", "prefix", "timeout", "tls_ca_file")
 _SCHEDULING_KEYS = ("strategy", "weights", "overcommit", "max_attempts")
 _TTL_KEYS = ("resource", "reservation", "lock", "host_stale_after")
 _HOST_KEYS = ("name", "labels", "overcommit", "static")
@@ -136,6 +137,8 @@ class RedisConfig:
     password: str | None = field(default=None, repr=False)
     prefix: str = "hostsched"
     timeout: float = 5.0
+    # The CA that signs a rediss:// server's certificate, trusted besides the system's store.
+    tls_ca_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -230,6 +233,12 @@ def _name_problem(name: str, *, what: str = "a host name") -> str | None:
     return f"{what} has 1 to {MAX_NAME} characters, no whitespace or braces; found {name[:60]!r}"
 
 
+def _file_problem(path: str) -> str | None:
+    if Path(path).expanduser().is_file():
+        return None
+    return f"no such file {path!r}"
+
+
 def _from_env(env: Mapping[str, str], name: str, check: Callable[[str], str | None]) -> str | None:
     value = env.get(name) or None
     if value is not None and (problem := check(value)) is not None:
@@ -278,11 +287,17 @@ class _Reader(NodeReader):
         )
         prefix = partial(self.string, check=partial(_name_problem, what="a key prefix"))
         seconds = partial(self.quantity, parse=parse_duration, fractional=True, what="a duration")
+        ca_file = _from_env(env, ENV_REDIS_CA_FILE, _file_problem)
         return RedisConfig(
             url=_from_env(env, ENV_REDIS_URL, url_problem) or url,
             password=password or None,
             prefix=self.get(nodes, "redis.prefix", prefix, RedisConfig.prefix),
             timeout=self.get(nodes, "redis.timeout", seconds, RedisConfig.timeout),
+            tls_ca_file=(
+                Path(ca_file).expanduser()
+                if ca_file
+                else self.get(nodes, "redis.tls_ca_file", self.existing_file, None)
+            ),
         )
 
     def weights(self, node: Node | None) -> Weights:
@@ -337,6 +352,13 @@ class _Reader(NodeReader):
     def path(self, node: Node, key: str) -> Path:
         """A file path; relative ones are relative to the config file's folder."""
         return self.base_dir / Path(self.string(node, key)).expanduser()
+
+    def existing_file(self, node: Node, key: str) -> Path:
+        """A path (as :meth:`path`) that must name a file now, not at the first connection."""
+        file = self.path(node, key)
+        if (problem := _file_problem(str(file))) is not None:
+            self.fail(node, key, problem)
+        return file
 
     def lxd(self, node: Node | None) -> LxdConfig:
         nodes = self.mapping(node, "lxd", _LXD_KEYS)

@@ -12,16 +12,16 @@ import hashlib
 import json
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import AuthenticationError, NoScriptError, RedisError, ResponseError
 from redis.retry import Retry
 
 from hostsched.errors import StoreUnavailable
@@ -45,14 +45,27 @@ def script(name: str) -> Script:
     return Script(name, text, hashlib.sha1(text.encode()).hexdigest())
 
 
+_SECRET_PARAMETERS = {"password", "ssl_password"}
+
+
 def redact(url: str) -> str:
-    """The URL without its password, fit to print."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=user + netloc))
+    """The URL without its passwords (user info and query parameters), fit to print."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<unparseable URL>"
+    if password is not None:
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        user = f"{parts.username}:***@" if parts.username else ":***@"
+        parts = parts._replace(netloc=user + netloc)
+    if parts.query:
+        query = [
+            (name, "***" if name.lower() in _SECRET_PARAMETERS else value)
+            for name, value in parse_qsl(parts.query, keep_blank_values=True)
+        ]
+        parts = parts._replace(query=urlencode(query, safe="*/"))
+    return urlunsplit(parts)
 
 
 @contextmanager
@@ -62,10 +75,12 @@ def translated(what: str = "Redis") -> Iterator[None]:
         yield
     except RedisError as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise StoreUnavailable(
-            f"{what} failed: {reason}",
-            hint="check the Redis URL and that the server is running",
-        ) from exc
+        hint = "check the Redis URL and that the server is running"
+        if isinstance(exc, AuthenticationError) or "authenticat" in reason.lower():
+            hint = "set the password: in the URL, HOSTSCHED_REDIS_PASSWORD or redis.password_file"
+        elif reason.startswith("NOPERM"):
+            hint = "the Redis user lacks a permission: see the README's ACL line"
+        raise StoreUnavailable(f"{what} failed: {reason}", hint=hint) from exc
 
 
 @dataclass(frozen=True)
@@ -131,6 +146,20 @@ class CleanupOutcome:
 
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _wrong_type(reply: object) -> bool:
+    """A WRONGTYPE reply: a key holds data that is not ours (never a permission or OOM error)."""
+    return isinstance(reply, ResponseError) and str(reply).startswith("WRONGTYPE")
+
+
+@contextmanager
+def _unless_wrong_type() -> Iterator[None]:
+    try:
+        yield
+    except ResponseError as exc:
+        if not _wrong_type(exc):
+            raise
 
 
 def _first_line(exc: Exception) -> str:
@@ -222,6 +251,8 @@ class Store:
             try:
                 return frozenset(_text(m) for m in self.client.smembers(self.keys.hosts)), ()
             except ResponseError as exc:
+                if not _wrong_type(exc):
+                    raise
                 return frozenset(), (self._foreign_hosts_key(exc),)
 
     def _foreign_hosts_key(self, exc: Exception) -> str:
@@ -245,7 +276,7 @@ class Store:
             if isinstance(clock, Exception):
                 raise clock
             problems: tuple[str, ...] = ()
-            if isinstance(members_raw, ResponseError):  # foreign data: the configured hosts remain
+            if _wrong_type(members_raw):  # foreign data: the configured hosts remain
                 problems = (self._foreign_hosts_key(members_raw),)
                 members_raw = set()
             elif isinstance(members_raw, Exception):
@@ -275,8 +306,8 @@ class Store:
     @staticmethod
     def _raw_hosts(names: Sequence[str], replies: Sequence[Any]) -> list[RawHost]:
         for reply in replies:
-            if isinstance(reply, RedisError) and not isinstance(reply, ResponseError):
-                raise reply  # the connection failed; a ResponseError is one host's bad data
+            if isinstance(reply, RedisError) and not _wrong_type(reply):
+                raise reply  # the store failed or refused; WRONGTYPE is one host's bad data
         return [
             RawHost(name, replies[3 * i], replies[3 * i + 1], replies[3 * i + 2])
             for i, name in enumerate(names)
@@ -338,7 +369,7 @@ class Store:
     def forget_hosts(self, hosts: Sequence[str]) -> None:
         """Drop hosts from the host set (their keys are gone already)."""
         if hosts:
-            with translated(), suppress(ResponseError):  # a foreign host set is left alone
+            with translated(), _unless_wrong_type():  # a foreign host set is left alone
                 self.client.srem(self.keys.hosts, *hosts)
 
     def set_round_robin_cursor(self, host: str) -> None:
@@ -395,6 +426,6 @@ class Store:
         if stored:
             # The host set lives in another cluster slot, so it is added after the write; a
             # host missing from it for that moment is only not yet schedulable.
-            with translated(), suppress(ResponseError):  # a foreign host set is left alone
+            with translated(), _unless_wrong_type():  # a foreign host set is left alone
                 self.client.sadd(self.keys.hosts, *stored)
         return outcomes
