@@ -6,25 +6,27 @@ Core modules are imported inside the commands so ``hostsched --help`` stays ligh
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from hostsched import terminal
+from hostsched.cli_options import (
+    ConfigOption,
+    JsonOption,
+    Options,
+    RedisUrlOption,
+    VerboseOption,
+    load,
+    merged,
+    open_scheduler,
+)
 from hostsched.errors import ExitCode, HostschedError, UsageError
 
 if TYPE_CHECKING:
-    from rich.console import RenderableType
-
-    from hostsched.config import Config
-    from hostsched.scheduler import Scheduler
+    pass
 
 app = typer.Typer(
     name="hostsched",
@@ -43,48 +45,6 @@ store_app = typer.Typer(
 )
 app.add_typer(store_app, name="store")
 
-# -- the global options, defined once and accepted before or after the command -------------
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config", envvar="HOSTSCHED_CONFIG", help="Config file (YAML).", show_default=False
-    ),
-]
-RedisUrlOption = Annotated[
-    str | None,
-    typer.Option(
-        "--redis-url",
-        envvar="HOSTSCHED_REDIS_URL",
-        help="redis://, rediss:// or unix:// URL; default: the embedded server.",
-        show_default=False,
-        show_envvar=True,
-    ),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
-VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")]
-
-
-@dataclass
-class Options:
-    config: Path | None = None
-    redis_url: str | None = None
-    json: bool = False
-    verbose: bool = False
-
-
-def _options(
-    ctx: typer.Context, config: Path | None, redis_url: str | None, json_: bool, verbose: bool
-) -> Options:
-    """The command's global options merged with those given before the command name."""
-    base = ctx.find_object(Options) or Options()
-    return Options(
-        config=config or base.config,
-        redis_url=redis_url or base.redis_url,
-        json=json_ or base.json,
-        verbose=verbose or base.verbose,
-    )
-
 
 @app.callback()
 def _main(
@@ -95,38 +55,6 @@ def _main(
     verbose: VerboseOption = False,
 ) -> None:
     ctx.obj = Options(config, redis_url, json_, verbose)
-
-
-def _config(opts: Options, *, strategy: str | None = None) -> Config:
-    from hostsched.config import load_config
-
-    return load_config(opts.config).with_overrides(redis_url=opts.redis_url, strategy=strategy)
-
-
-def _scheduler(config: Config) -> Scheduler:
-    from hostsched.connect import open_store
-    from hostsched.scheduler import Scheduler
-
-    return Scheduler(config, open_store(config))
-
-
-def _emit_json(document: Any) -> None:
-    sys.stdout.write(json.dumps(document) + "\n")
-    sys.stdout.flush()
-
-
-def _show(renderable: RenderableType, *, stderr: bool = False) -> None:
-    from rich.console import Console
-
-    stream = sys.stderr if stderr else sys.stdout
-    # Piped output is not cut to 80 columns: a wide table greps better than a truncated one.
-    width = None if stream.isatty() or "COLUMNS" in os.environ else 160
-    Console(file=stream, width=width, highlight=False).print(renderable)
-
-
-def _note(message: str) -> None:
-    """Detail for people, on stderr so stdout stays scriptable."""
-    sys.stderr.write(message + "\n")
 
 
 # -- commands --------------------------------------------------------------------------
@@ -152,40 +80,26 @@ def collect(
     from hostsched.connect import open_store
     from hostsched.render import collect_json, collect_table
 
-    opts = _options(ctx, config, redis_url, json_, verbose)
-    cfg = _config(opts)
+    opts = merged(ctx, config, redis_url, json_, verbose)
+    cfg = load(opts)
     store = open_store(cfg)
     outcome = ExitCode.OK
 
     def once() -> None:
         nonlocal outcome
-        with _progress("collecting", len(cfg.hosts), enabled=not opts.json) as advance:
+        with terminal.progress("collecting", len(cfg.hosts), enabled=not opts.json) as advance:
             report = collect_fleet(cfg, store, on_host=lambda _host: advance())
         for warning in report.warnings:
-            _note(f"warning: {warning}")
+            terminal.note(f"warning: {warning}")
         if opts.json:
-            _emit_json(collect_json(report))
+            terminal.emit_json(collect_json(report))
         else:
-            _show(collect_table(report))
+            terminal.show(collect_table(report))
         outcome = ExitCode.PARTIAL if report.failed else ExitCode.OK
 
     _run(once, interval)
     if outcome:
         raise typer.Exit(outcome)
-
-
-@contextmanager
-def _progress(what: str, total: int, *, enabled: bool) -> Iterator[Callable[[], None]]:
-    """A progress bar on stderr while work runs, only on a terminal; yields ``advance()``."""
-    if not (enabled and sys.stderr.isatty()):
-        yield lambda: None
-        return
-    from rich.console import Console
-    from rich.progress import Progress
-
-    with Progress(console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task(what, total=total)
-        yield lambda: progress.advance(task)
 
 
 @app.command()
@@ -214,10 +128,10 @@ def trust(
     """
     from hostsched.trust import trust as trust_host
 
-    opts = _options(ctx, config, redis_url, json_, verbose)
+    opts = merged(ctx, config, redis_url, json_, verbose)
 
     def confirm(seen: str) -> bool:
-        _note(f"{host}: certificate fingerprint {seen}")
+        terminal.note(f"{host}: certificate fingerprint {seen}")
         if fingerprint is not None:
             return fingerprint.lower().removeprefix("sha256:").replace(":", "") == seen
         if yes:
@@ -229,9 +143,9 @@ def trust(
             )
         return typer.confirm("Is this the host's certificate?", default=False, err=True)
 
-    result = trust_host(_config(opts), host, confirm=confirm)
+    result = trust_host(load(opts), host, confirm=confirm)
     if opts.json:
-        _emit_json(
+        terminal.emit_json(
             {
                 "host": result.host,
                 "fingerprint": result.fingerprint,
@@ -243,11 +157,11 @@ def trust(
         )
         return
     if result.created_client_cert:
-        _note(f"created client certificate {result.client_cert}")
+        terminal.note(f"created client certificate {result.client_cert}")
     if result.server_cert:
-        _note(f"pinned {host}'s certificate in {result.server_cert}")
+        terminal.note(f"pinned {host}'s certificate in {result.server_cert}")
     state = "was already trusted" if result.already_trusted else "now trusts"
-    _note(f"{host} {state} this client")
+    terminal.note(f"{host} {state} this client")
 
 
 def _run(job: Any, interval: float | None) -> None:
@@ -299,7 +213,7 @@ def schedule(
     from hostsched.render import plan_json
     from hostsched.scheduler import describe
 
-    opts = _options(ctx, config, redis_url, json_, verbose)
+    opts = merged(ctx, config, redis_url, json_, verbose)
     request = Request(
         Resources(
             parse_cpu(cpu),
@@ -309,12 +223,12 @@ def schedule(
         ),
         _labels(label or []),
     )
-    cfg = _config(opts, strategy=strategy)
-    plan = _scheduler(cfg).schedule(
+    cfg = load(opts, strategy=strategy)
+    plan = open_scheduler(cfg).schedule(
         request, count=count, ids=id_ or [], strategy=strategy, dry_run=dry_run
     )
     if opts.json:
-        _emit_json(plan_json(plan))
+        terminal.emit_json(plan_json(plan))
         return
     for placement in plan.placements:
         how = (
@@ -322,7 +236,7 @@ def schedule(
             if plan.dry_run
             else ("already placed" if placement.existing else "placed")
         )
-        _note(
+        terminal.note(
             f"{how} {placement.id} on {placement.host} ({plan.strategy}): "
             f"{describe(placement.resources)}"
         )
@@ -354,15 +268,15 @@ def release(
     """
     from hostsched.render import release_json
 
-    opts = _options(ctx, config, redis_url, json_, verbose)
-    report = _scheduler(_config(opts)).release(ids)
+    opts = merged(ctx, config, redis_url, json_, verbose)
+    report = open_scheduler(load(opts)).release(ids)
     if opts.json:
-        _emit_json(release_json(report))
+        terminal.emit_json(release_json(report))
     else:
         for rid in report.released:
-            _note(f"released {rid}")
+            terminal.note(f"released {rid}")
         for rid in report.missing:
-            _note(f"no reservation {rid}")
+            terminal.note(f"no reservation {rid}")
 
 
 @app.command()
@@ -382,21 +296,21 @@ def cleanup(
     """
     from hostsched.render import cleanup_json
 
-    opts = _options(ctx, config, redis_url, json_, verbose)
-    scheduler = _scheduler(_config(opts))
+    opts = merged(ctx, config, redis_url, json_, verbose)
+    scheduler = open_scheduler(load(opts))
 
     def once() -> None:
         report = scheduler.cleanup()
         if opts.json:
-            _emit_json(cleanup_json(report))
+            terminal.emit_json(cleanup_json(report))
             return
-        _note(f"removed {report.removed} expired reservations on {report.hosts} hosts")
+        terminal.note(f"removed {report.removed} expired reservations on {report.hosts} hosts")
         if report.forgotten:
-            _note(f"forgot hosts with expired data: {', '.join(report.forgotten)}")
+            terminal.note(f"forgot hosts with expired data: {', '.join(report.forgotten)}")
         if report.corrupt:
-            _note(f"reservations that do not parse on: {', '.join(report.corrupt)}")
+            terminal.note(f"reservations that do not parse on: {', '.join(report.corrupt)}")
         for problem in report.problems:
-            _note(f"warning: {problem}")
+            terminal.note(f"warning: {problem}")
 
     _run(once, interval)
 
@@ -416,16 +330,16 @@ def inspect(
     """
     from hostsched.render import fleet_json, fleet_table, host_detail
 
-    opts = _options(ctx, config, redis_url, json_, verbose)
-    fleet = _scheduler(_config(opts)).inspect(host)
+    opts = merged(ctx, config, redis_url, json_, verbose)
+    fleet = open_scheduler(load(opts)).inspect(host)
     for problem in fleet.problems:
-        _note(f"warning: {problem}")
+        terminal.note(f"warning: {problem}")
     if opts.json:
-        _emit_json(fleet_json(fleet))
+        terminal.emit_json(fleet_json(fleet))
     elif host is not None:
-        _show(host_detail(fleet.hosts[0]))
+        terminal.show(host_detail(fleet.hosts[0]))
     else:
-        _show(fleet_table(fleet))
+        terminal.show(fleet_table(fleet))
 
 
 @app.command()
@@ -457,7 +371,7 @@ def bench(
     from hostsched.render import bench_table
     from hostsched.scheduler import check_strategy
 
-    opts = _options(ctx, config, redis_url, json_, verbose)
+    opts = merged(ctx, config, redis_url, json_, verbose)
     settings = BenchSettings(
         hosts=hosts,
         placements=placements,
@@ -466,14 +380,14 @@ def bench(
         strategy=check_strategy(strategy),
         request=Resources(parse_cpu(cpu), parse_bytes(mem, what="memory")),
     )
-    cfg = _config(opts)
+    cfg = load(opts)
     if not opts.json and sys.stderr.isatty():
-        _note(f"bench: {placements} placements on {hosts} hosts, {processes} processes ...")
+        terminal.note(f"bench: {placements} placements on {hosts} hosts, {processes} processes ...")
     result = run_bench(cfg, store_url(cfg), settings)
     if opts.json:
-        _emit_json(result.as_dict())
+        terminal.emit_json(result.as_dict())
     else:
-        _show(bench_table(result))
+        terminal.show(bench_table(result))
     if result.overcommitted_hosts:
         raise HostschedError(f"{result.overcommitted_hosts} hosts overcommitted")
 
@@ -489,15 +403,17 @@ def store_status(
     from hostsched.embedded import EmbeddedServer
     from hostsched.render import store_json
 
-    opts = _options(ctx, None, None, json_, verbose)
+    opts = merged(ctx, None, None, json_, verbose)
     status = EmbeddedServer().status()
     if opts.json:
-        _emit_json(store_json(status))
+        terminal.emit_json(store_json(status))
         return
     state = f"running (pid {status.pid})" if status.running else "stopped"
-    _note(f"embedded server: {state}\nsocket: {status.socket}\ndata: {status.data_dir}")
+    terminal.note(f"embedded server: {state}\nsocket: {status.socket}\ndata: {status.data_dir}")
     if status.running:
-        _note(f"version: {status.version}, keys: {status.keys}, memory: {status.used_memory} B")
+        terminal.note(
+            f"version: {status.version}, keys: {status.keys}, memory: {status.used_memory} B"
+        )
 
 
 @store_app.command("stop")
@@ -510,27 +426,15 @@ def store_stop(
     """
     from hostsched.embedded import EmbeddedServer
 
-    opts = _options(ctx, None, None, json_, verbose)
+    opts = merged(ctx, None, None, json_, verbose)
     stopped = EmbeddedServer().stop()
     if opts.json:
-        _emit_json({"stopped": stopped})
+        terminal.emit_json({"stopped": stopped})
     else:
-        _note("embedded server stopped" if stopped else "embedded server was not running")
+        terminal.note("embedded server stopped" if stopped else "embedded server was not running")
 
 
 # -- the one place where errors become exit codes ------------------------------------------
-
-
-def _fail(code: ExitCode, slug: str, message: str, hint: str | None, as_json: bool) -> NoReturn:
-    if as_json:
-        from hostsched.render import error_json
-
-        _emit_json(error_json(slug, message, hint))
-    else:
-        _note(f"hostsched: error: {message}")
-        if hint:
-            _note(f"hint: {hint}")
-    raise SystemExit(int(code))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -544,18 +448,18 @@ def main(argv: list[str] | None = None) -> None:
     except HostschedError as exc:
         if verbose:
             traceback.print_exc()
-        _fail(exc.exit_code, exc.code, exc.message, exc.hint, as_json)
+        terminal.fail(exc.exit_code, exc.code, exc.message, exc.hint, as_json)
     except typer.Exit as exc:
         raise SystemExit(exc.exit_code) from None
     except (typer.Abort, KeyboardInterrupt):
-        _fail(ExitCode.INTERNAL, "interrupted", "interrupted", None, as_json)
+        terminal.fail(ExitCode.INTERNAL, "interrupted", "interrupted", None, as_json)
     except typer.TyperException as exc:  # a usage error found while parsing the command line
         hint = "see `hostsched --help` or `hostsched COMMAND --help`"
-        _fail(ExitCode.USAGE, "usage_error", exc.format_message(), hint, as_json)
+        terminal.fail(ExitCode.USAGE, "usage_error", exc.format_message(), hint, as_json)
     except Exception as exc:
         if verbose:
             traceback.print_exc()
-        _fail(
+        terminal.fail(
             ExitCode.INTERNAL,
             "internal_error",
             f"{type(exc).__name__}: {exc}",

@@ -21,6 +21,13 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from hostsched.errors import ConfigError, QuantityError, UsageError
+from hostsched.lxdconfig import (
+    FINGERPRINT,
+    USAGE_MODES,
+    LiveHost,
+    LxdConfig,
+    address_problem,
+)
 from hostsched.model import ZERO, Overcommit, Resources
 from hostsched.quantity import parse_bytes, parse_count, parse_cpu, parse_duration
 from hostsched.strategies import DEFAULT_STRATEGY, STRATEGY_NAMES
@@ -46,8 +53,6 @@ _LIVE_HOST_KEYS = (
     "address", "server_cert", "trust_password_file", "trust_password_env", "insecure",
     *_LXD_SHARED_KEYS,
 )  # fmt: skip
-USAGE_MODES = ("allocated", "measured")
-_FINGERPRINT = re.compile(r"(?:sha256:)?(?:[0-9a-f]{2}:?){32}", re.IGNORECASE)
 _STATIC_KEYS = ("cpu", "memory", "disk", "gpu", "used", "instances")
 _USED_KEYS = ("cpu", "memory", "disk", "gpu")
 _RATIO_KEYS = ("cpu", "memory", "disk")
@@ -63,49 +68,6 @@ class StaticHost:
     capacity: Resources
     used: Resources = ZERO
     instances: int = 0
-
-
-@dataclass(frozen=True)
-class LiveHost:
-    """How to reach a live LXD/Incus host. Secrets are only named here; ``trust`` reads them."""
-
-    address: str  # https://host:port, or a unix socket path
-    server_cert: str | None = None  # path or SHA-256 fingerprint to pin; None: `trust`'s file
-    trust_password_file: Path | None = None
-    trust_password_env: str | None = None
-    insecure: bool = False  # no certificate verification at all (warned about on every run)
-    client_cert: Path | None = None  # None: <user config dir>/client.crt
-    client_key: Path | None = None
-    pool: str = "default"  # the storage pool whose size is the host's disk capacity
-    usage: str = "allocated"  # or "measured": memory in use instead of the sum of limits
-
-    @property
-    def is_unix(self) -> bool:
-        return not self.address.startswith("https://")
-
-    @property
-    def pinned_fingerprint(self) -> str | None:
-        """The pinned certificate's SHA-256 as lowercase hex, when given as a fingerprint."""
-        if self.server_cert and _FINGERPRINT.fullmatch(self.server_cert):
-            return self.server_cert.lower().removeprefix("sha256:").replace(":", "")
-        return None
-
-
-#: What an instance without limits counts: 1 core, 1 GiB of memory, 10 GiB of disk.
-DEFAULT_INSTANCE = Resources(cpu=1000, memory=1 << 30, disk=10 << 30)
-
-
-@dataclass(frozen=True)
-class LxdConfig:
-    """Fleet-wide settings of live hosts (``lxd:``); each host may override the shared ones."""
-
-    client_cert: Path | None = None
-    client_key: Path | None = None
-    pool: str = "default"
-    usage: str = "allocated"
-    timeout: float = 10.0  # seconds per host request
-    parallel: int = 16  # hosts read at once
-    defaults: Resources = DEFAULT_INSTANCE
 
 
 @dataclass(frozen=True)
@@ -209,21 +171,6 @@ def _strategy_problem(name: str) -> str | None:
     if name in STRATEGY_NAMES:
         return None
     return f"unknown strategy {name!r}; valid strategies: {', '.join(STRATEGY_NAMES)}"
-
-
-def _address_problem(address: str) -> str | None:
-    """An LXD endpoint: an https:// URL with a host, or a unix socket path."""
-    if address.startswith("https://"):
-        try:
-            parts = urlsplit(address)
-            _ = parts.port
-        except ValueError:
-            return "not a valid URL"
-        return None if parts.hostname else "an https:// address needs a host"
-    path = address.removeprefix("unix://")
-    if path.startswith("/"):
-        return None
-    return "an address is https://host:port or the path of a unix socket (/var/lib/lxd/unix.socket)"
 
 
 def _name_problem(name: str, *, what: str = "a host name") -> str | None:
@@ -393,12 +340,12 @@ class _Reader(NodeReader):
         return self.string(node, key, check)
 
     def live_host(self, nodes: Mapping[str, Node], key: str, lxd: LxdConfig) -> LiveHost:
-        address = self.string(nodes["address"], f"{key}.address", _address_problem)
+        address = self.string(nodes["address"], f"{key}.address", address_problem)
         if address.startswith("unix://"):
             address = address.removeprefix("unix://")
         env_name = self.get(nodes, f"{key}.trust_password_env", self.string, None)
         server_cert = self.get(nodes, f"{key}.server_cert", self.string, None)
-        if server_cert is not None and not _FINGERPRINT.fullmatch(server_cert):
+        if server_cert is not None and not FINGERPRINT.fullmatch(server_cert):
             server_cert = str(self.path(nodes["server_cert"], f"{key}.server_cert"))
         return LiveHost(
             address=address,

@@ -26,8 +26,8 @@ import urllib3
 from pylxd import exceptions as lxd_exceptions
 from requests.adapters import HTTPAdapter
 
-from hostsched.config import LiveHost, LxdConfig
 from hostsched.errors import HostUnreachable, QuantityError
+from hostsched.lxdconfig import LiveHost, LxdConfig
 from hostsched.model import Resources
 from hostsched.quantity import parse_bytes
 

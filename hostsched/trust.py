@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from hostsched.config import Config, HostConfig, LiveHost
+from hostsched.config import Config, HostConfig
 from hostsched.errors import TrustRefused, UnknownHostError, UsageError
 from hostsched.lxd import (
     client_paths,
@@ -25,6 +25,7 @@ from hostsched.lxd import (
     fingerprint,
     translated,
 )
+from hostsched.lxdconfig import LiveHost
 
 
 @dataclass(frozen=True)

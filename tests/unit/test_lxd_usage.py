@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hostsched.config import DEFAULT_INSTANCE
+from hostsched.lxdconfig import DEFAULT_INSTANCE
 from hostsched.lxd import cpu_limit, memory_limit, usage_from_api
 from hostsched.model import Resources
 
