@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hostsched.lxdconfig import DEFAULT_INSTANCE
 from hostsched.lxd import cpu_limit, memory_limit, usage_from_api
+from hostsched.lxdconfig import DEFAULT_INSTANCE
 from hostsched.model import Resources
 
 G = 1 << 30
