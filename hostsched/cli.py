@@ -440,8 +440,11 @@ def store_stop(
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``hostsched`` console script."""
     args = sys.argv[1:] if argv is None else argv
-    as_json = "--json" in args
-    verbose = "--verbose" in args or "-v" in args
+    # Errors may come before parsing, so the output flags are looked for here; after "--"
+    # an argument is a value, whatever it looks like.
+    options = args[: args.index("--")] if "--" in args else args
+    as_json = "--json" in options
+    verbose = "--verbose" in options or "-v" in options
     command = typer.main.get_command(app)
     try:
         code = command.main(args=args, prog_name="hostsched", standalone_mode=False)

@@ -1,7 +1,9 @@
 """The command line's global options, defined once, and what every command opens with them.
 
 ``--config``, ``--redis-url``, ``--json`` and ``--verbose`` are accepted before the command name
-(the app callback stores them) and after it (each command declares the same types).
+(the app callback stores them) and after it (each command declares the same types). Their
+environment variables are read by :func:`hostsched.config.load_config`, not here: an option
+declared twice with an ``envvar`` would let the environment beat a flag given before the command.
 """
 
 from __future__ import annotations
@@ -19,18 +21,14 @@ if TYPE_CHECKING:
 
 ConfigOption = Annotated[
     Path | None,
-    typer.Option(
-        "--config", envvar="HOSTSCHED_CONFIG", help="Config file (YAML).", show_default=False
-    ),
+    typer.Option("--config", help="Config file (YAML); env HOSTSCHED_CONFIG.", show_default=False),
 ]
 RedisUrlOption = Annotated[
     str | None,
     typer.Option(
         "--redis-url",
-        envvar="HOSTSCHED_REDIS_URL",
-        help="redis://, rediss:// or unix:// URL; default: the embedded server.",
+        help="redis://, rediss:// or unix:// URL; env HOSTSCHED_REDIS_URL; default: embedded.",
         show_default=False,
-        show_envvar=True,
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]

@@ -31,7 +31,7 @@ from hostsched.lxdconfig import (
 from hostsched.model import ZERO, Overcommit, Resources
 from hostsched.quantity import parse_bytes, parse_count, parse_cpu, parse_duration
 from hostsched.strategies import DEFAULT_STRATEGY, STRATEGY_NAMES
-from hostsched.yamlnodes import TAG, NodeReader, is_null, kind
+from hostsched.yamlnodes import TAG, NodeReader, is_null, kind, text_problem
 
 ENV_CONFIG = "HOSTSCHED_CONFIG"
 ENV_REDIS_URL = "HOSTSCHED_REDIS_URL"
@@ -373,6 +373,8 @@ class _Reader(NodeReader):
             if not isinstance(value_node, ScalarNode) or is_null(value_node):
                 message = f"a label value is text or a number, not {kind(value_node)}"
                 self.fail(value_node, f"{key}.{name}", message, hint="'' for an empty value")
+            if (problem := text_problem(name) or text_problem(value_node.value)) is not None:
+                self.fail(value_node, f"{key}.{name}", problem)
             # As written: `zone: 01` stays "01" and `ssd: true` stays "true", as on the CLI.
             labels[name] = value_node.value
         return MappingProxyType(labels)

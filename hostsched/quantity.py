@@ -15,13 +15,15 @@ from hostsched.errors import QuantityError
 
 _BINARY = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 _DECIMAL = {"k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15}
-_NUMBER = r"(\d+(?:\.\d*)?|\.\d+)"
+# [0-9], not \d: other scripts' digits are not quantities (LXD would refuse them too).
+_NUMBER = r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
 _BYTES_RE = re.compile(rf"^{_NUMBER}\s*(?:([kmgtp])(ib|b)?|(b))?$", re.IGNORECASE)
 _CPU_RE = re.compile(rf"^{_NUMBER}\s*(m)?$", re.IGNORECASE)
 
 #: Upper bound on any quantity (8 EiB would overflow Lua's exact integer range long before).
 MAX_BYTES = 1 << 53
 MAX_MILLICORES = 10**9
+MAX_COUNT = 10**6  # GPUs, instances: far beyond any host, far below a double's exact range
 #: Longest accepted duration (about 31 years); Redis would refuse absurd expiry times later.
 MAX_SECONDS = 10**9
 _UNIT_SECONDS = {"": 1, "ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -75,11 +77,11 @@ def parse_count(text: str | int | float, *, what: str = "GPU count") -> int:
     if isinstance(text, bool):
         raise QuantityError(f"invalid {what} {text!r}")
     if isinstance(text, int | float):
-        if text < 0 or text != int(text):
-            raise QuantityError(f"invalid {what} {text!r}")
-        return int(text)
-    if not re.fullmatch(r"\d{1,9}", text.strip()):
-        raise QuantityError(f"invalid {what} {text!r}", hint="use a whole number such as 0 or 1")
+        text = str(int(text)) if text == int(text) and 0 <= text <= MAX_COUNT else repr(text)
+    if not re.fullmatch(r"[0-9]{1,7}", text.strip()) or int(text) > MAX_COUNT:
+        raise QuantityError(
+            f"invalid {what} {text!r}", hint=f"a whole number from 0 to {MAX_COUNT}"
+        )
     return int(text.strip())
 
 

@@ -23,6 +23,8 @@ from hostsched.store import ReserveOutcome, Store
 from hostsched.strategies import STRATEGY_NAMES, Candidate, Context, rank
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
+#: Placements in one schedule call: one plan, one round trip, all or nothing.
+MAX_COUNT = 10_000
 
 
 @dataclass(frozen=True)
@@ -58,8 +60,8 @@ def check_strategy(name: str) -> str:
 
 def reservation_ids(ids: Sequence[str], count: int) -> list[str]:
     """The ids of ``count`` placements: as given, suffixed ``-1``… for one id, else generated."""
-    if count < 1:
-        raise UsageError(f"--count must be at least 1, not {count}")
+    if not 1 <= count <= MAX_COUNT:
+        raise UsageError(f"--count must be from 1 to {MAX_COUNT}, not {count}")
     if not ids:
         ids = [f"hs-{secrets.token_hex(6)}" for _ in range(count)]
     elif len(ids) == 1 and count > 1:

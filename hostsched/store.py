@@ -73,6 +73,8 @@ def translated(what: str = "Redis") -> Iterator[None]:
     """Turn redis-py errors into StoreUnavailable (exit 5) with one clear line."""
     try:
         yield
+    except UnicodeError as exc:  # a host name that IDNA cannot encode (an empty label, >63)
+        raise StoreUnavailable(f"{what} failed: invalid host name in the URL ({exc})") from None
     except RedisError as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         hint = "check the Redis URL and that the server is running"
@@ -203,8 +205,20 @@ class Store:
             options["password"] = password
         try:
             client = redis.Redis.from_url(url, **options)
-        except (ValueError, RedisError) as exc:
-            raise StoreUnavailable(f"invalid Redis URL {redact(url)!r}: {exc}") from exc
+            # Build (not open) one connection now: an option redis-py does not check until
+            # then (an unknown name, a negative or NaN timeout) fails here, as a bad URL.
+            settings = client.connection_pool.connection_kwargs
+            for name in ("socket_timeout", "socket_connect_timeout"):
+                value = settings.get(name)
+                if value is not None and not 0 < float(value) < 1e6:
+                    raise ValueError(f"{name} must be a positive number of seconds")
+            pool = client.connection_pool
+            pool.release(pool.make_connection())  # type: ignore[arg-type]  # unopened; reused
+        except (ValueError, TypeError, RedisError) as exc:
+            raise StoreUnavailable(
+                f"invalid Redis URL {redact(url)!r}: {_first_line(exc)}",
+                hint="redis://host:port/db, rediss://host:port/db or unix:///path.sock",
+            ) from None
         return cls(client, keys)
 
     def close(self) -> None:

@@ -6,7 +6,6 @@ position, so a bad value anywhere becomes one :class:`ConfigError` that an opera
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import NoReturn, TypeVar
@@ -87,16 +86,20 @@ class NodeReader:
         value = self.value(node, key)
         if not isinstance(value, str):
             self.fail(node, key, f"expected text, found {kind(node)}", hint="quote it")
-        if (problem := check(value)) is not None:
+        if (problem := text_problem(value) or check(value)) is not None:
             self.fail(node, key, problem)
         return value
 
-    def number(self, node: Node, key: str, *, positive: bool = False) -> float:
+    def number(
+        self, node: Node, key: str, *, positive: bool = False, maximum: float = 1000.0
+    ) -> float:
+        """A ratio or weight: finite, not negative (or positive), at most ``maximum``."""
         value = self.value(node, key)
         if isinstance(value, bool) or not isinstance(value, int | float):
             self.fail(node, key, f"expected a number, found {kind(node)}")
-        if not math.isfinite(value) or value < 0 or (positive and value == 0):
-            self.fail(node, key, f"expected a number {'>' if positive else '≥'} 0, found {value!r}")
+        low = ">" if positive else "≥"
+        if not (value > 0 if positive else value >= 0) or not value <= maximum:  # NaN fails too
+            self.fail(node, key, f"expected a number {low} 0 and ≤ {maximum:g}, found {node.value}")
         return float(value)
 
     def quantity(
@@ -127,6 +130,13 @@ class NodeReader:
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
             self.fail(node, key, f"cannot read {str(file)!r}: {reason}")
+
+
+def text_problem(value: str) -> str | None:
+    """Text that cannot go into a path, a Redis value or a terminal: NUL, lone surrogates."""
+    if "\0" in value or value.encode("utf-8", "replace").decode() != value:
+        return "text with a NUL or an unpaired surrogate (\\0, \\ud800)"
+    return None
 
 
 def is_null(node: Node) -> bool:

@@ -274,3 +274,12 @@ def test_interval_loop_stops_cleanly_on_sigterm(redis_url: str, command: str) ->
     assert process.wait(timeout=10) == 0
     assert time.monotonic() - started < 5
     assert "Traceback" not in process.stderr.read()  # type: ignore[union-attr]
+
+
+def test_flag_before_the_command_beats_the_environment(redis_url: str) -> None:
+    """--redis-url and --config given before the command win over HOSTSCHED_* variables."""
+    result = run("--config", str(EXAMPLE), "--redis-url", redis_url, "collect", "--json",
+                 env={"HOSTSCHED_REDIS_URL": "unix:///nonexistent/redis.sock",
+                      "HOSTSCHED_CONFIG": "/nonexistent.yaml"})  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["stored"] == 4
