@@ -458,7 +458,11 @@ def main(argv: list[str] | None = None) -> None:
         terminal.fail(ExitCode.INTERNAL, "interrupted", "interrupted", None, as_json)
     except typer.TyperException as exc:  # a usage error found while parsing the command line
         hint = "see `hostsched --help` or `hostsched COMMAND --help`"
-        terminal.fail(ExitCode.USAGE, "usage_error", exc.format_message(), hint, as_json)
+        message = exc.format_message()
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a group named without its command
+            path = getattr(getattr(exc, "ctx", None), "command_path", "hostsched")
+            message, hint = "missing command", f"`{path} --help` lists the commands"
+        terminal.fail(ExitCode.USAGE, "usage_error", message, hint, as_json)
     except Exception as exc:
         if verbose:
             traceback.print_exc()

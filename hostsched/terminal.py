@@ -51,7 +51,14 @@ def progress(what: str, total: int, *, enabled: bool) -> Iterator[Callable[[], N
         yield lambda: progress.advance(task)
 
 
+def one_line(text: str) -> str:
+    """Control characters escaped, so an echoed value can neither break nor forge a line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def fail(code: ExitCode, slug: str, message: str, hint: str | None, as_json: bool) -> NoReturn:
+    """Report an error (one line, and a hint line) and exit with its code."""
+    message, hint = one_line(message), None if hint is None else one_line(hint)
     if as_json:
         from hostsched.render import error_json
 

@@ -318,7 +318,13 @@ def check_run(
             check_error_document(document, run)
     elif run.code not in (0, 6):
         assert run.stdout == "", f"output on stdout from a failed command\n{where}"
-        assert "hostsched: error: " in run.stderr, f"no error line\n{where}"
+        lines = run.stderr.removesuffix("\n").split("\n")
+        starts = [i for i, line in enumerate(lines) if line.startswith("hostsched: error: ")]
+        assert starts, f"no error line\n{where}"
+        if not tokens & {"--verbose", "-v"}:  # notes may come before, a hint after: no more
+            after_error = lines[starts[-1] + 1 :]
+            one_line = len(after_error) <= 1 and all(x.startswith("hint: ") for x in after_error)
+            assert one_line, f"the error is not one line (and a hint)\n{where}"
     if run.code != 0 and not (run.code == 6 and partial_ok):
         assert after == before, f"a failed command changed the {state_diff(before, after)}\n{where}"
     if run.code == 0 and not mutating:
@@ -333,7 +339,8 @@ ARG_TEXT = st.one_of(
     # Bytes that are not UTF-8 arrive in argv as surrogate escapes.
     st.binary(min_size=1, max_size=6).map(lambda b: b.decode("utf-8", "surrogateescape")),
     st.sampled_from(["x" * 5000, "9" * 400, "\u202e", "\x1b[31m", "%s%n", "'\"", "\\"]),
-).filter(lambda text: "\x00" not in text)
+    # No newline: test_errors_are_one_line.
+).filter(lambda text: "\x00" not in text and "\n" not in text)
 
 
 def weighted(*choices: tuple[int, st.SearchStrategy[T]]) -> st.SearchStrategy[T]:
@@ -388,7 +395,9 @@ IDS = vocabulary(
 )
 COUNT = vocabulary(
     ["1", "2", "3", "5", "1000"],
-    ["0", "-1", "abc", "1.5", "", "1e3", "0x2", "10001", "1000000000000", "9" * 30],
+    # Not far above the limit: should the bound go, a huge count would exhaust this process's
+    # memory (test_huge_count_fails_fast checks that one in a memory-limited subprocess).
+    ["0", "-1", "abc", "1.5", "", "1e3", "0x2", "10001"],
 )
 STRATEGY = vocabulary(
     STRATEGY_NAMES, ["fastest", "", "LEAST_LOADED", "least-loaded", "random "], text=False
@@ -514,7 +523,8 @@ COMMANDS = {
     "bench": (1, bench_args),
     "no command": (1, lambda draw, wild: draw(st.sampled_from(NO_COMMAND))),
 }
-NO_COMMAND = [[], ["store"], ["bogus"], ["store", "bogus"], ["help"], ["--version"]]
+# Not ["store"]: test_errors_are_one_line.
+NO_COMMAND = [[], ["bogus"], ["store", "bogus"], ["help"], ["--version"]]
 COMMAND_NAMES = weighted(*[(weight, st.just(name)) for name, (weight, _) in COMMANDS.items()])
 
 
@@ -707,7 +717,11 @@ SCALARS = weighted(
     (1, st.integers(0, 400).map(lambda k: 10**k)),
     (1, st.floats()),
 )
-KEYS = st.one_of(st.sampled_from(["cpu", "name", "x", "hosts", "\ud800", "a\0b", ""]), CONFIG_TEXT)
+# Keys never hold a newline: test_errors_are_one_line.
+KEYS = st.one_of(
+    st.sampled_from(["cpu", "name", "x", "hosts", "\ud800", "a\0b", ""]),
+    CONFIG_TEXT.filter(lambda text: "\n" not in text),
+)
 UNKNOWN_KEY = st.one_of(st.sampled_from(["bogus", "Hosts", "host", "static", "<<"]), KEYS)
 # Anything, in any slot: mostly a scalar, sometimes a list or a mapping of anything.
 ANY = st.recursive(
@@ -740,34 +754,21 @@ BOOL_NASTY = ["yes", 1, "true", Raw("yes"), 0, None, "no", YamlSeq()]
 
 @dataclass
 class Built:
-    """A document being built: ``valid`` by construction; with ``one`` bad choice (the
-    ``target``-th is anything at all, so that no other error hides it); or with ``many``."""
+    """A document being built: valid by construction, or (``wild``) with a bad value or
+    structure at any choice, one in six."""
 
-    mode: str
-    target: int = 0
-    choices: int = 0
+    wild: bool
     may_break_store: bool = False  # a password file: exit 5 is then legitimate
     host_names: list[str] = field(default_factory=list)
 
-    @property
-    def wild(self) -> bool:
-        return self.mode != "valid"
-
-    def bad(self, draw: st.DrawFn) -> bool:
-        """Whether this choice of a value goes wrong."""
-        self.choices += 1
-        if self.mode == "one":
-            return self.choices == self.target
-        return self.messy(draw)
-
     def messy(self, draw: st.DrawFn) -> bool:
-        """Whether this choice of a structure goes wrong (never with one bad value)."""
-        return self.mode == "many" and sometimes(draw, 6)
+        """Whether this choice goes wrong."""
+        return self.wild and sometimes(draw, 6)
 
     def pick(
         self, draw: st.DrawFn, good: Sequence[object], nasty: Sequence[object] = TEXT_NASTY
     ) -> object:
-        if self.bad(draw):
+        if self.messy(draw):
             return draw(weighted((3, st.sampled_from(nasty)), (1, ANY)))
         return draw(st.sampled_from(good))
 
@@ -866,7 +867,7 @@ def config_tree(draw: st.DrawFn, built: Built) -> object:
         ("prefix", pick(draw, ("hostsched", "fuzz", "a:b"), [*BAD_NAMES, *TEXT_NASTY])),
         ("timeout", pick(draw, DURATIONS_GOOD, DURATION_NASTY)),
     ]
-    if built.mode == "many" and sometimes(draw, 3):
+    if built.wild and sometimes(draw, 3):
         built.may_break_store = True  # the password is sent to a server that has none
         redis_entries += [
             ("password_file", pick(draw, PATHS, PATH_NASTY)),
@@ -915,7 +916,7 @@ def config_tree(draw: st.DrawFn, built: Built) -> object:
     if len(hosts) >= 2 and sometimes(draw, 4):
         hosts = alias_static(hosts, dangling=built.messy(draw))
     top.append(("hosts", YamlSeq(hosts)))
-    return built.section(draw, top, always="" if built.mode == "many" else "hosts")
+    return built.section(draw, top, always="" if built.wild else "hosts")
 
 
 def alias_static(hosts: list[YamlMap], *, dangling: bool) -> list[YamlMap]:
@@ -961,11 +962,79 @@ def mangle(draw: st.DrawFn, text: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+TreePath = tuple[int, ...]
+
+
+def leaves(node: object, path: TreePath = ()) -> Iterator[TreePath]:
+    """The path (indexes) of every scalar in a tree."""
+    if isinstance(node, YamlMap):
+        for i, (_, value) in enumerate(node):
+            yield from leaves(value, (*path, i))
+    elif isinstance(node, YamlSeq):
+        for i, value in enumerate(node):
+            yield from leaves(value, (*path, i))
+    elif isinstance(node, Anchored):
+        yield from leaves(node.node, path)
+    else:
+        yield path
+
+
+def keys_to(node: object, path: TreePath) -> list[object]:
+    """The keys along a path (None for a list's items)."""
+    keys: list[object] = []
+    for i in path:
+        node = node.node if isinstance(node, Anchored) else node
+        if isinstance(node, YamlMap):
+            keys.append(node[i][0])
+            node = node[i][1]
+        else:
+            keys.append(None)
+            node = node[i]  # type: ignore[index]
+    return keys
+
+
+def replace_leaf(node: object, path: TreePath, value: object) -> object:
+    if isinstance(node, Anchored):
+        return Anchored(node.name, replace_leaf(node.node, path, value))
+    if not path:
+        return value
+    i, rest = path[0], path[1:]
+    if isinstance(node, YamlMap):
+        return YamlMap(
+            (k, replace_leaf(v, rest, value) if j == i else v) for j, (k, v) in enumerate(node)
+        )
+    return YamlSeq(replace_leaf(v, rest, value) if j == i else v for j, v in enumerate(node))  # type: ignore[arg-type]
+
+
+def nasty_for(keys: Sequence[object]) -> Sequence[object]:
+    """The bad values for the setting these keys lead to."""
+    key, parent = (keys[-1] if keys else None), (keys[-2] if len(keys) > 1 else None)
+    if parent in ("weights", "overcommit") or key in ("overcommit", "max_attempts", "parallel"):
+        return NUM_NASTY
+    if key in ("cpu", "memory", "disk", "gpu", "instances"):
+        return QTY_NASTY
+    if key in ("resource", "reservation"):
+        return BAD_TTLS
+    if key in ("timeout", "lock", "host_stale_after"):
+        return DURATION_NASTY
+    if isinstance(key, str) and key.endswith(("_cert", "_key", "_file")):
+        return PATH_NASTY
+    if key == "insecure":
+        return BOOL_NASTY
+    if key == "address":
+        return [*BAD_ADDRESSES, *TEXT_NASTY]
+    if key == "name" or key == "prefix":
+        return [*BAD_NAMES, *TEXT_NASTY]
+    return TEXT_NASTY
+
+
 @st.composite
 def config_documents(draw: st.DrawFn) -> ConfigDocument:
-    mode = draw(st.sampled_from(["valid", "valid", "one", "one", "one", "many"]))
-    built = Built(mode, target=draw(st.integers(1, 40)))
-    shape = "tree" if mode != "many" else draw(st.sampled_from(["tree"] * 6 + ["deep", "bytes"]))
+    """Valid documents; valid ones with one bad value (so that no other error hides it); and
+    wild ones, bad anywhere, mangled, deeply nested, not UTF-8 or not text at all."""
+    mode = draw(st.sampled_from(["valid", "one", "one", "wild"]))
+    built = Built(wild=mode == "wild")
+    shape = "tree" if mode != "wild" else draw(st.sampled_from(["tree"] * 6 + ["deep", "bytes"]))
     if shape == "bytes":
         return ConfigDocument(draw(st.binary(max_size=200)), False, False, ())
     if shape == "deep":
@@ -973,11 +1042,19 @@ def config_documents(draw: st.DrawFn) -> ConfigDocument:
         opener, closer = draw(st.sampled_from([("[", "]"), ("{a: ", "}"), ("- ", "")]))
         text = "hosts: " + opener * depth + "1" + closer * depth + "\n"
     else:
-        text = render_yaml(draw(config_tree(built)), draw(st.integers(0, 4)))
-        if mode == "many" and sometimes(draw, 2):
+        tree = draw(config_tree(built))
+        spots = [path for path in leaves(tree) if path]
+        if mode == "one" and spots:
+            path = draw(st.sampled_from(spots))
+            nasty = nasty_for(keys_to(tree, path))
+            bad = draw(weighted((4, st.sampled_from(nasty)), (1, ANY)))
+            note(f"bad value at {keys_to(tree, path)}: {bad!r}")
+            tree = replace_leaf(tree, path, bad)
+        text = render_yaml(tree, draw(st.integers(0, 4)))
+        if mode == "wild" and sometimes(draw, 2):
             text = mangle(draw, text)
     encodings = ["utf-8"] * 5 + ["utf-8-sig"]
-    if mode == "many":
+    if mode == "wild":
         encodings += ["utf-16", "latin-1", "junk"]
     encoding = draw(st.sampled_from(encodings))
     if encoding == "junk":
@@ -1228,3 +1305,32 @@ def test_arguments_after_double_dash_are_not_flags(sandbox: Sandbox, argument: s
     assert run.code == 3, run.describe()
     assert run.stdout == "" and "Traceback" not in run.stderr, run.describe()
     assert run.stderr.startswith("hostsched: error: unknown host"), run.describe()
+
+
+# -- 5. errors stay on one line -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "config"),
+    [
+        (["store"], None),
+        (["schedule", "--cpu", "1", "--label", "zone=a\nhostsched: error: forged"], None),
+        (["--config", "/nonexistent/a\nb.yaml", "inspect"], None),
+        (["inspect"], 'hosts:\n  - name: a\n    "x\\ny": 1\n'),
+    ],
+    ids=["store-alone", "label", "config-path", "config-key"],
+)
+def test_errors_are_one_line(sandbox: Sandbox, args: list[str], config: str | None) -> None:
+    sandbox.reset()
+    base = ["--redis-url", sandbox.url]
+    if config is not None:
+        path = sandbox.root / "files" / "newline.yaml"
+        path.write_text(config)
+        base += ["--config", str(path)]
+    elif "--config" not in args:
+        base += ["--config", str(EXAMPLE)]
+    run = run_cli([*base, *args])
+    assert run.code in (2, 3), run.describe()
+    lines = run.stderr.removesuffix("\n").split("\n")
+    assert lines[0].startswith("hostsched: error: "), run.describe()
+    assert len(lines) <= 2 and all(line.startswith("hint: ") for line in lines[1:]), run.describe()
