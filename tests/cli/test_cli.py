@@ -179,39 +179,36 @@ def test_every_command_has_help_with_an_example() -> None:
     } <= set(names)
 
 
-@pytest.mark.parametrize("args", [["--help"], ["schedule", "--help"]])
-def test_help_is_light(args: list[str]) -> None:
+def loaded_after(*runs: list[str]) -> tuple[list[object], set[str]]:
+    """Run ``main`` with each argv in one fresh interpreter: exit codes, and which of the
+    heavy modules got imported."""
+    heavy = ("pylxd", "requests", "redis", "yaml", "rich.table")
     code = (
-        "import sys\nfrom hostsched.cli import main\n"
-        f"try:\n    main({args!r})\nexcept SystemExit:\n    pass\n"
-        "print(sorted(m for m in ('pylxd', 'redis', 'yaml', 'rich.table') if m in sys.modules))"
+        "import json, sys\nfrom hostsched.cli import main\ncodes = []\n"
+        f"for argv in {list(runs)!r}:\n"
+        "    try:\n        main(argv)\n    except SystemExit as e:\n        codes.append(e.code)\n"
+        f"print(json.dumps([codes, [m for m in {heavy!r} if m in sys.modules]]))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
-    assert result.stdout.strip().splitlines()[-1] == "[]"
+    codes, modules = json.loads(result.stdout.strip().splitlines()[-1])
+    return codes, set(modules)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["schedule", "--help"]])
+def test_help_is_light(args: list[str]) -> None:
+    codes, modules = loaded_after(args)
+    assert codes == [0] and modules.isdisjoint({"pylxd", "requests", "redis", "yaml", "rich.table"})
 
 
 def test_static_collect_does_not_import_pylxd(redis_url: str) -> None:
-    code = (
-        "import sys\nfrom hostsched.cli import main\n"
-        f"try:\n    main(['--config', {str(EXAMPLE)!r}, '--redis-url', {redis_url!r}, 'collect'])\n"
-        "except SystemExit as e:\n    print('exit', e.code)\n"
-        "print('pylxd' in sys.modules, 'requests' in sys.modules)"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
-    assert result.stdout.strip().splitlines()[-2:] == ["exit 0", "False False"], result.stderr
+    codes, modules = loaded_after(["--config", str(EXAMPLE), "--redis-url", redis_url, "collect"])
+    assert codes == [0] and modules.isdisjoint({"pylxd", "requests"})
 
 
 def test_schedule_does_not_import_pylxd(redis_url: str) -> None:
-    code = (
-        "import sys\nfrom hostsched.cli import main\n"
-        f"try:\n    main(['--config', {str(EXAMPLE)!r}, '--redis-url', {redis_url!r}, 'collect'])\n"
-        "except SystemExit:\n    pass\n"
-        f"try:\n    main(['--config', {str(EXAMPLE)!r}, '--redis-url', {redis_url!r}, 'schedule',"
-        " '--cpu', '1'])\nexcept SystemExit as e:\n    print('exit', e.code)\n"
-        "print('pylxd' in sys.modules)"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
-    assert result.stdout.strip().splitlines()[-2:] == ["exit 0", "False"], result.stderr
+    base = ["--config", str(EXAMPLE), "--redis-url", redis_url]
+    codes, modules = loaded_after([*base, "collect"], [*base, "schedule", "--cpu", "1"])
+    assert codes == [0, 0] and "pylxd" not in modules
 
 
 def test_completions_are_current() -> None:
