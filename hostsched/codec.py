@@ -140,3 +140,49 @@ def decode_reservation(raw: bytes | str) -> tuple[Resources, float]:
         return Resources.from_mapping(data), float(created)
     except ValueError as exc:
         raise BadValue(f"reservation: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A host as the fleet view holds it (written by the per-host scripts, see lua/lib.lua)."""
+
+    generation: int
+    collected_at: float
+    limit: Resources
+    used: Resources
+    reserved: Resources
+    instances: int
+    labels: Mapping[str, str]
+
+
+def _vector(data: Mapping[str, object], field: str) -> Resources:
+    value = data.get(field)
+    if (
+        not isinstance(value, list)
+        or len(value) != 4
+        or not all(type(v) is int and v >= 0 for v in value)
+    ):
+        raise BadValue(f"{field} is not four counts")
+    return Resources(*value)
+
+
+def decode_summary(raw: bytes | str) -> Summary:
+    """Parse one host's summary; raises BadValue if it is not ours."""
+    data = _load(raw)
+    generation, collected_at = data.get("gen"), data.get("at")
+    instances, labels = data.get("instances"), data.get("labels")
+    if type(generation) is not int or type(instances) is not int:
+        raise BadValue("summary lacks its generation or instance count")
+    if isinstance(collected_at, bool) or not isinstance(collected_at, int | float):
+        raise BadValue("summary lacks its collection time")
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        raise BadValue("summary labels are not strings")
+    return Summary(
+        generation=generation,
+        collected_at=float(collected_at),
+        limit=_vector(data, "limit"),
+        used=_vector(data, "used"),
+        reserved=_vector(data, "reserved"),
+        instances=instances,
+        labels=MappingProxyType(labels),
+    )

@@ -9,11 +9,21 @@ key                            holds                                            
 =============================  ==========================================================  =========
 ``P:resource:{H}``             actual resources of H (JSON, ``collected_at`` server time)  24 h
 ``P:resource:scheduled:{H}``   reservations on H by id (hash: id -> JSON)                  2 min
+``P:resource:{H}:reserved``    running sums of H's live reservations (hash)                2 min
+``P:resource:{H}:expiry``      H's reservation ids by server time (zset)                   2 min
 ``P:resource:{H}:lock``        per-host collect lock (random token)                        30 s
-``P:resource:{H}:gen``         generation of H, bumped by every write of actual resources  none
+``P:resource:{H}:gen``         generation of H, bumped by every change of its state        none
 ``P:hosts``                    set of known host names                                     none
 ``P:cursor:round_robin``       last host chosen by ``round_robin`` (a hint only)           none
+``P:{fleet}:summary``          fleet view: host -> summary JSON (a hint only)              none
+``P:{fleet}:changes``          fleet view: host -> sequence number of its last change      none
+``P:placement:ID``             host of an explicit reservation id (``--id``; a hint only)  24 h
 =============================  ==========================================================  =========
+
+Keys marked "a hint only" live outside the hosts' hash tags, so no script can change them with
+a host's keys. Nothing depends on them for correctness: the reserve script re-checks fit against
+the host's own keys, so a stale or lost hint costs a retry or a less even spread, never an
+overcommit.
 """
 
 from __future__ import annotations
@@ -39,9 +49,22 @@ class Keys:
     def generation(self, host: str) -> str:
         return f"{self.prefix}:resource:{{{host}}}:gen"
 
-    def host_keys(self, host: str) -> list[str]:
-        """All keys of one host, in the order the Lua scripts expect them."""
-        return [self.resource(host), self.scheduled(host), self.lock(host), self.generation(host)]
+    def reserved(self, host: str) -> str:
+        return f"{self.prefix}:resource:{{{host}}}:reserved"
+
+    def expiry(self, host: str) -> str:
+        return f"{self.prefix}:resource:{{{host}}}:expiry"
+
+    def placement(self, reservation_id: str) -> str:
+        return f"{self.prefix}:placement:{reservation_id}"
+
+    @property
+    def fleet_summary(self) -> str:
+        return f"{self.prefix}:{{fleet}}:summary"
+
+    @property
+    def fleet_changes(self) -> str:
+        return f"{self.prefix}:{{fleet}}:changes"
 
     @property
     def hosts(self) -> str:

@@ -127,6 +127,7 @@ class HostSnapshot:
     instance_names: frozenset[str] = frozenset()
     lock: str | None = None
     problem: str | None = None
+    generation: int = 0
 
     @property
     def reserved(self) -> Resources:

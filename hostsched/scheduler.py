@@ -1,9 +1,14 @@
 """The use cases: schedule, release, cleanup and inspect, over one store.
 
-Plan, then apply: hosts are ranked from a fleet snapshot by a pure strategy, then each host's
-share of the plan is reserved by one reserve.lua call (all hosts in one round trip). The
-script re-checks fit against the stored truth, so a stale snapshot costs a retry, never an
-overcommit; its reply refreshes the local view for that retry.
+Plan, then apply: hosts are chosen from the scheduler's fleet view (see :mod:`hostsched.view`)
+by a pure strategy, then each host's share of the plan is reserved by one reserve.lua call, all
+hosts in one round trip that also brings the view up to date. The script re-checks fit against
+the stored truth, so a stale view costs a retry, never an overcommit; its reply refreshes the
+view for that retry.
+
+Round trips: one per placement (or per batch) in a long-lived scheduler; a one-shot process adds
+one to read the view and one to publish what it changed. Only when the view has no room does
+the scheduler read every host, to be sure before it refuses.
 """
 
 from __future__ import annotations
@@ -11,16 +16,26 @@ from __future__ import annotations
 import random
 import re
 import secrets
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
 
+from hostsched.codec import Summary
 from hostsched.config import Config
-from hostsched.errors import InsufficientResources, NoHostsError, UnknownHostError, UsageError
+from hostsched.errors import (
+    HostschedError,
+    InsufficientResources,
+    NoHostsError,
+    UnknownHostError,
+    UsageError,
+)
 from hostsched.model import HostSnapshot, HostStatus, Placement, Plan, Request, Resources
 from hostsched.quantity import format_bytes, format_cpu
 from hostsched.snapshot import Fleet, fleet_snapshot
-from hostsched.store import ReserveOutcome, Store
-from hostsched.strategies import STRATEGY_NAMES, Candidate, Context, rank
+from hostsched.store import Changes, Published, ReserveOutcome, Store
+from hostsched.strategies import STRATEGY_NAMES, Context, plan
+from hostsched.view import FleetView
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
 #: Placements in one schedule call: one plan, one round trip, all or nothing.
@@ -79,8 +94,40 @@ def reservation_ids(ids: Sequence[str], count: int) -> list[str]:
     return list(ids)
 
 
+@dataclass
+class SchedulerStats:
+    """What a scheduler did, for bench: reservations refused by the script, round trips."""
+
+    placements: int = 0
+    refusals: int = 0
+    round_trips: int = 0
+    full_reads: int = 0
+
+
+@dataclass
+class _Attempt:
+    """One schedule call in progress."""
+
+    request: Request
+    strategy: str
+    pending: list[str]
+    explicit: bool  # ids given by the caller, who may retry them: kept in the placement index
+    known: dict[str, str]  # id -> host from the placement index, tried first
+    done: dict[str, Placement] = field(default_factory=dict)
+    placed_now: list[Placement] = field(default_factory=list)
+
+
 class Scheduler:
-    """hostsched's operations on one store, configured by one Config."""
+    """hostsched's operations on one store, configured by one Config.
+
+    ``defer_publish``: keep the summaries this scheduler changed until its next round trip (or
+    :meth:`flush`) instead of publishing them at once; for long-lived schedulers, where it
+    saves a round trip per placement.
+    """
+
+    #: A long-lived scheduler reads the whole fleet view again this often (seconds), to drop
+    #: hosts that were forgotten.
+    FULL_READ_EVERY = 60.0
 
     def __init__(
         self,
@@ -89,10 +136,18 @@ class Scheduler:
         *,
         rng: random.Random | None = None,
         expected: Sequence[str] = (),
+        defer_publish: bool = False,
     ) -> None:
         self.config = config
         self.store = store
         self.rng = rng or random.Random()
+        self.defer_publish = defer_publish
+        self.stats = SchedulerStats()
+        weights = config.weights
+        self.view = FleetView(weights=(weights.cpu, weights.memory, weights.disk), rng=self.rng)
+        self._unpublished: dict[str, Published] = {}
+        self._cursor: str | None = None
+        self._cursor_dirty = False
         # Hosts to read in the same round trip as the host set; grows with what is stored.
         self._expected: list[str] = [*expected, *(h.name for h in config.hosts)]
 
@@ -135,116 +190,123 @@ class Scheduler:
         if request.resources.cpu <= 0:
             raise UsageError("--cpu must be more than 0")
         wanted = reservation_ids(ids, count)
-        fleet = self.fleet()
-        done: dict[str, Placement] = {}
-        for rid in wanted:
-            holder = fleet.holder(rid)
-            if holder is not None:  # a retry of a placement that already happened
-                done[rid] = Placement(rid, holder.name, request.resources, existing=True)
-        pending = [rid for rid in wanted if rid not in done]
-        view = self._candidates(fleet, request)
-        cursor = fleet.round_robin_cursor
-        placed_now: list[Placement] = []
-        refreshed = False
+        # Only explicit ids can be retried by another process, so only they are looked up.
+        known = self._prepare(wanted if ids else ())
+        attempt = _Attempt(request, strategy, list(wanted), bool(ids), known)
         try:
-            for _attempt in range(self.config.max_attempts):
-                if not pending:
-                    break
-                plan = self._plan(pending, view, request, strategy, cursor)
-                if plan is None and not refreshed:
-                    # Our view may be pessimistic (released or expired reservations): look again.
-                    refreshed = True
-                    view = self._candidates(self.fleet(), request)
-                    continue
-                if plan is None:
-                    break
-                if dry_run:
-                    done.update({p.id: p for p in plan})
-                    pending = []
-                    break
-                for outcome in self._reserve(plan, request.resources).values():
-                    if outcome.status == "ok":
-                        for rid in (*outcome.placed, *outcome.existing):
-                            placement = Placement(
-                                rid, outcome.host, request.resources, rid in outcome.existing
-                            )
-                            done[rid] = placement
-                            if not placement.existing:
-                                placed_now.append(placement)
-                        view[outcome.host] = _refreshed(view[outcome.host], outcome)
-                    elif outcome.status == "full" and outcome.limit is not None:
-                        view[outcome.host] = _refreshed(view[outcome.host], outcome)
-                    else:  # stale, missing or corrupt since the snapshot: not a candidate
-                        view.pop(outcome.host, None)
-                pending = [rid for rid in pending if rid not in done]
-                cursor = plan[-1].host
-            if pending:
-                raise self._insufficient(view, request, len(pending))
+            self._place(attempt, dry_run)
         except BaseException:
-            self._undo(placed_now)
+            self._undo(attempt.placed_now)
             raise
-        if strategy == "round_robin" and not dry_run and placed_now:
-            self.store.set_round_robin_cursor(placed_now[-1].host)
-        return Plan(strategy, tuple(done[rid] for rid in wanted), dry_run)
+        finally:
+            if not self.defer_publish:
+                self.flush()
+        return Plan(strategy, tuple(attempt.done[rid] for rid in wanted), dry_run)
 
-    def _candidates(self, fleet: Fleet, request: Request) -> dict[str, Candidate]:
-        """Online hosts matching the request's labels; NoHostsError when there are none."""
-        if not fleet.hosts:
-            raise NoHostsError(
-                "no hosts known", hint="list hosts in the config and run `hostsched collect`"
-            )
-        online = [h for h in fleet.hosts if h.status is HostStatus.ONLINE]
-        if not online:
-            raise NoHostsError(
-                f"none of the {len(fleet.hosts)} known hosts is online",
-                hint="run `hostsched collect`; `hostsched inspect` shows each host's status",
-            )
-        matching = [h for h in online if _labels_match(h, request.labels)]
-        if not matching:
-            wanted = ", ".join(f"{k}={v}" for k, v in sorted(request.labels.items()))
-            raise NoHostsError(f"no online host has the labels {wanted}")
-        return {
-            h.name: Candidate(h.name, h.limit, h.used + h.reserved, h.instances) for h in matching
-        }
+    def _place(self, attempt: _Attempt, dry_run: bool) -> None:
+        truth_read = False
+        for _ in range(self.config.max_attempts):
+            if not attempt.pending:
+                return
+            chosen = self._plan(attempt)
+            if chosen is None:
+                if truth_read:
+                    break
+                # The view may be behind (released, expired, collected): ask every host.
+                self.refresh()
+                truth_read = True
+                continue
+            if dry_run:
+                attempt.done.update(
+                    (rid, Placement(rid, host, attempt.request.resources)) for rid, host in chosen
+                )
+                attempt.pending = []
+                return
+            self._reserve(attempt, chosen)
+        if attempt.pending:
+            raise self._insufficient(attempt)
 
-    def _plan(
-        self,
-        ids: Sequence[str],
-        view: Mapping[str, Candidate],
-        request: Request,
-        strategy: str,
-        cursor: str | None,
-    ) -> list[Placement] | None:
-        """Choose a host for each id on a copy of the view; None if one of them fits nowhere."""
-        local = dict(view)
-        weights = self.config.weights
-        plan = []
-        for rid in ids:
-            ctx = Context(
-                request=request.resources,
-                request_id=rid,
-                weights=(weights.cpu, weights.memory, weights.disk),
-                cursor=cursor,
-                rng=self.rng,
-            )
-            ranked = rank(strategy, list(local.values()), ctx)
-            if not ranked:
-                return None
-            chosen = ranked[0]
-            local[chosen.name] = replace(chosen, load=chosen.load + request.resources)
-            plan.append(Placement(rid, chosen.name, request.resources))
-            cursor = chosen.name
-        return plan
-
-    def _reserve(self, plan: Sequence[Placement], amount: Resources) -> dict[str, ReserveOutcome]:
-        batches: dict[str, list[tuple[str, Resources]]] = {}
-        for placement in plan:
-            batches.setdefault(placement.host, []).append((placement.id, amount))
-        return self.store.reserve(
-            batches,
-            reservation_ttl=self.config.reservation_ttl,
+    def _plan(self, attempt: _Attempt) -> list[tuple[str, str]] | None:
+        """Hosts for the pending ids: known ones first, the rest chosen by the strategy."""
+        amount = attempt.request.resources
+        chosen = [
+            (rid, attempt.known[rid])
+            for rid in attempt.pending
+            if attempt.known.get(rid) in self.view.hosts
+        ]
+        rest = [rid for rid in attempt.pending if rid not in dict(chosen)]
+        if not rest:
+            return chosen
+        candidates = self.view.window(
+            attempt.strategy,
+            amount,
+            labels=attempt.request.labels,
             stale_after=self.config.host_stale_after,
+            count=len(rest),
         )
+        weights = self.config.weights
+        ctx = Context(
+            request=amount,
+            weights=(weights.cpu, weights.memory, weights.disk),
+            cursor=self._cursor,
+            rng=self.rng,
+        )
+        planned = plan(attempt.strategy, candidates, rest, ctx)
+        return None if planned is None else chosen + planned
+
+    def _reserve(self, attempt: _Attempt, chosen: Sequence[tuple[str, str]]) -> None:
+        """Reserve the plan, one script per host, in the round trip that refreshes the view."""
+        amount = attempt.request.resources
+        batches: dict[str, list[tuple[str, Resources]]] = {}
+        for rid, host in chosen:
+            batches.setdefault(host, []).append((rid, amount))
+        trip = self.store.trip("reserving")
+        replies = {
+            host: self.store.queue_reserve(
+                trip,
+                host,
+                items,
+                reservation_ttl=self.config.reservation_ttl,
+                stale_after=self.config.host_stale_after,
+            )
+            for host, items in batches.items()
+        }
+        if attempt.explicit:
+            # Written before the outcome is known: the last attempt's host wins, and a wrong
+            # entry only sends a later retry to a host that says it does not hold the id.
+            self.store.queue_remember_placements(
+                trip, dict(chosen), ttl=self.config.resource_ttl
+            )
+        changes = self._queue_view_update(trip)
+        trip.run()
+        self.stats.round_trips += 1
+        self._apply_changes(changes.get())
+        for reply in replies.values():
+            self._apply_outcome(attempt, reply.get())
+        attempt.pending = [rid for rid in attempt.pending if rid not in attempt.done]
+        if attempt.strategy == "round_robin" and chosen:
+            self._cursor, self._cursor_dirty = chosen[-1][1], True
+
+    def _apply_outcome(self, attempt: _Attempt, outcome: ReserveOutcome) -> None:
+        if outcome.published is not None:
+            self.view.apply(outcome.host, outcome.published.summary)
+            self._unpublished[outcome.host] = outcome.published
+        if outcome.status == "ok":
+            amount = attempt.request.resources
+            for rid in outcome.existing:
+                attempt.done[rid] = Placement(rid, outcome.host, amount, existing=True)
+            for rid in outcome.placed:
+                placement = Placement(rid, outcome.host, amount)
+                attempt.done[rid] = placement
+                attempt.placed_now.append(placement)
+            self.stats.placements += len(outcome.placed)
+            return
+        self.stats.refusals += 1
+        for rid, host in list(attempt.known.items()):
+            if host == outcome.host:
+                del attempt.known[rid]  # not held there: choose afresh
+        if outcome.status != "full":  # stale, missing or corrupt: not a candidate
+            self.view.discard(outcome.host)
 
     def _undo(self, placements: Sequence[Placement]) -> None:
         """Release what this call reserved, so a failed schedule leaves the store as it was."""
@@ -254,20 +316,113 @@ class Scheduler:
         if batches:
             self.store.release(batches)
 
-    def _insufficient(
-        self, view: Mapping[str, Candidate], request: Request, missing: int
-    ) -> InsufficientResources:
-        roomiest = max(view.values(), key=lambda c: (c.limit - c.load).cpu, default=None)
+    def _insufficient(self, attempt: _Attempt) -> HostschedError:
+        """NoHostsError if no host could take anything, else InsufficientResources."""
+        request = attempt.request
+        now = self.view.now()
+        stale_after = self.config.host_stale_after
+        known = set(self.view.hosts) | set(self._expected)
+        if not known:
+            return NoHostsError(
+                "no hosts known", hint="list hosts in the config and run `hostsched collect`"
+            )
+        online = [h for h in self.view.hosts.values() if now - h.collected_at <= stale_after]
+        if not online:
+            return NoHostsError(
+                f"none of the {len(known)} known hosts is online",
+                hint="run `hostsched collect`; `hostsched inspect` shows each host's status",
+            )
+        matching = [h for h in online if self.view.eligible(h, request.labels, stale_after)]
+        if not matching:
+            wanted = ", ".join(f"{k}={v}" for k, v in sorted(request.labels.items()))
+            return NoHostsError(f"no online host has the labels {wanted}")
+        roomiest = max(
+            (h.candidate for h in matching), key=lambda c: (c.limit - c.load).cpu, default=None
+        )
         best = (
             f"; most free: {roomiest.name} with {describe(roomiest.limit - roomiest.load)}"
             if roomiest
             else ""
         )
+        missing = len(attempt.pending)
         what = "workload" if missing == 1 else f"{missing} workloads"
         return InsufficientResources(
             f"no online host has room for {what} of {describe(request.resources)}{best}",
             hint="`hostsched inspect` shows free capacity per host",
         )
+
+    # -- the fleet view --------------------------------------------------------------------
+
+    def _prepare(self, ids: Sequence[str]) -> dict[str, str]:
+        """Sync the view if it is new (or due for a full read), and look up explicit ids."""
+        full = not self.view.synced or (
+            time.monotonic() - self.view.last_full_read > self.FULL_READ_EVERY
+        )
+        if not full and not ids:
+            return {}
+        trip = self.store.trip("reading the fleet view")
+        known = self.store.queue_placements(trip, ids) if ids else None
+        if full:
+            changes = self.store.queue_changes(trip, 0)
+            count = self.store.queue_host_count(trip)
+            cursor = self.store.queue_round_robin_cursor(trip)
+        trip.run()
+        self.stats.round_trips += 1
+        if full:
+            self.view.clear()
+            self._apply_changes(changes.get())
+            self.view.synced = True
+            self.view.last_full_read = time.monotonic()
+            self._cursor = cursor.get()
+            stored = count.get()
+            configured = {h.name for h in self.config.hosts}
+            if (stored is not None and stored > len(self.view.hosts)) or not configured.issubset(
+                self.view.hosts
+            ):
+                self.refresh()  # hosts without a summary (an older writer, a lost publish)
+        return {} if known is None else known.get()
+
+    def _queue_view_update(self, trip: Any) -> Any:
+        """Publish what this scheduler changed, and read what others published, in ``trip``."""
+        if self._unpublished:
+            self.store.queue_publish(trip, list(self._unpublished.values()))
+            self._unpublished = {}
+        if self._cursor_dirty and self._cursor is not None:
+            trip.command("SET", self.store.keys.round_robin_cursor, self._cursor)
+            self._cursor_dirty = False
+        return self.store.queue_changes(trip, self.view.sequence)
+
+    def _apply_changes(self, changes: Changes) -> None:
+        self.view.clock(changes.now)
+        if changes.sequence < 0:
+            return  # the view's keys are not ours: hints are ignored, the truth is read
+        self.view.sequence = changes.sequence
+        for item in changes.summaries:
+            self.view.apply(item.host, item.summary)
+
+    def refresh(self) -> None:
+        """Bring the view to the stored truth: every known host's own keys, read only.
+
+        One pipelined read of the whole fleet: the rare path, taken before refusing a request
+        and when hosts have no summary. It changes nothing in the store (a failed command
+        leaves it as it was); ``cleanup`` republishes the summaries.
+        """
+        fleet = self.fleet()
+        self.view.clock(fleet.now)
+        self.stats.full_reads += 1
+        for host in fleet.hosts:
+            if host.status in (HostStatus.ONLINE, HostStatus.STALE) and host.age is not None:
+                self.view.apply(host.name, summary_of(host, fleet.now), force=True)
+            else:
+                self.view.discard(host.name)
+
+    def flush(self) -> None:
+        """Publish the summaries this scheduler changed (deferred until now)."""
+        if self._unpublished or self._cursor_dirty:
+            trip = self.store.trip("publishing to the fleet view")
+            changes = self._queue_view_update(trip)
+            trip.run()
+            self._apply_changes(changes.get())
 
     # -- release and cleanup ---------------------------------------------------------------
 
@@ -289,10 +444,17 @@ class Scheduler:
         )
 
     def cleanup(self) -> CleanupReport:
-        """Prune expired reservations everywhere; forget hosts whose data has expired."""
+        """Prune expired reservations everywhere; forget hosts whose data has expired.
+
+        Also republishes every host's summary, which repairs the fleet view after a scheduler
+        died with changes unpublished.
+        """
         stored, problems = self.store.host_names()
         names = sorted(stored.union(h.name for h in self.config.hosts))
         outcomes = self.store.cleanup(names, reservation_ttl=self.config.reservation_ttl)
+        self.store.publish(
+            [o.published for o in outcomes.values() if o.published is not None], force=True
+        )
         configured = {h.name for h in self.config.hosts}
         gone = [
             name
@@ -310,12 +472,14 @@ class Scheduler:
         )
 
 
-def _labels_match(host: HostSnapshot, wanted: Mapping[str, str]) -> bool:
-    return all(host.labels.get(key) == value for key, value in wanted.items())
-
-
-def _refreshed(candidate: Candidate, outcome: ReserveOutcome) -> Candidate:
-    """The candidate with the load the reserve script just reported."""
-    if outcome.limit is None or outcome.used is None or outcome.reserved is None:
-        return candidate
-    return replace(candidate, limit=outcome.limit, load=outcome.used + outcome.reserved)
+def summary_of(host: HostSnapshot, now: float) -> Summary:
+    """A host snapshot as the fleet view holds it."""
+    return Summary(
+        generation=host.generation,
+        collected_at=now - (host.age or 0.0),
+        limit=host.limit,
+        used=host.used,
+        reserved=host.reserved,
+        instances=host.instances,
+        labels=host.labels,
+    )

@@ -76,7 +76,15 @@ def host_snapshot(
         reservations=reservations,
         instance_names=frozenset(actual.names),
         lock=lock,
+        generation=_generation(raw.generation),
     )
+
+
+def _generation(raw: bytes | Exception | None) -> int:
+    """The host's generation; 0 if unset or not a counter (it only orders fleet-view hints)."""
+    if isinstance(raw, bytes) and raw.isdigit():
+        return int(raw)
+    return 0
 
 
 def _reservations(raw: RawHost, now: float, ttl: float) -> Iterable[Reservation]:

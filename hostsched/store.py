@@ -8,81 +8,24 @@ Keys come only from :class:`hostsched.keys.Keys`.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import secrets
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
-from importlib import resources
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import AuthenticationError, NoScriptError, RedisError, ResponseError
+from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from hostsched.codec import BadValue, Summary, decode_summary
 from hostsched.errors import StoreUnavailable
 from hostsched.keys import Keys
 from hostsched.model import Resources
+from hostsched.wire import Pending, Trip, redact, script, text, translated, wrong_type
 
-SCRIPTS = ("reserve", "release", "cleanup", "write_actual", "lock_acquire", "lock_release")
-
-
-@dataclass(frozen=True)
-class Script:
-    name: str
-    text: str
-    sha: str
-
-
-@cache
-def script(name: str) -> Script:
-    """The text and SHA1 of ``lua/<name>.lua``, read once per process."""
-    text = resources.files("hostsched").joinpath("lua", f"{name}.lua").read_text("utf-8")
-    return Script(name, text, hashlib.sha1(text.encode()).hexdigest())
-
-
-_SECRET_PARAMETERS = {"password", "ssl_password"}
-
-
-def redact(url: str) -> str:
-    """The URL without its passwords (user info and query parameters), fit to print."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return "<unparseable URL>"
-    if password is not None:
-        netloc = parts.netloc.rsplit("@", 1)[1]
-        user = f"{parts.username}:***@" if parts.username else ":***@"
-        parts = parts._replace(netloc=user + netloc)
-    if parts.query:
-        query = [
-            (name, "***" if name.lower() in _SECRET_PARAMETERS else value)
-            for name, value in parse_qsl(parts.query, keep_blank_values=True)
-        ]
-        parts = parts._replace(query=urlencode(query, safe="*/"))
-    return urlunsplit(parts)
-
-
-@contextmanager
-def translated(what: str = "Redis") -> Iterator[None]:
-    """Turn redis-py errors into StoreUnavailable (exit 5) with one clear line."""
-    try:
-        yield
-    except UnicodeError as exc:  # a host name that IDNA cannot encode (an empty label, >63)
-        raise StoreUnavailable(f"{what} failed: invalid host name in the URL ({exc})") from None
-    except RedisError as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        hint = "check the Redis URL and that the server is running"
-        if isinstance(exc, AuthenticationError) or "authenticat" in reason.lower():
-            hint = "set the password: in the URL, HOSTSCHED_REDIS_PASSWORD or redis.password_file"
-        elif reason.startswith("NOPERM"):
-            hint = "the Redis user lacks a permission: see the README's ACL line"
-        raise StoreUnavailable(f"{what} failed: {reason}", hint=hint) from exc
+__all__ = ["Store", "redact", "script", "translated"]
 
 
 @dataclass(frozen=True)
@@ -93,6 +36,7 @@ class RawHost:
     actual: bytes | Exception | None
     reservations: Mapping[bytes, bytes] | Exception
     lock: bytes | Exception | None
+    generation: bytes | Exception | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +51,15 @@ class RawFleet:
 
 
 @dataclass(frozen=True)
+class Published:
+    """A host's summary as a script returned it: the text to publish, and its meaning."""
+
+    host: str
+    body: str
+    summary: Summary
+
+
+@dataclass(frozen=True)
 class ReserveOutcome:
     """The reply of reserve.lua for one host."""
 
@@ -114,10 +67,20 @@ class ReserveOutcome:
     status: str
     placed: tuple[str, ...] = ()
     existing: tuple[str, ...] = ()
-    limit: Resources | None = None
-    used: Resources | None = None
-    reserved: Resources | None = None
+    published: Published | None = None
     reason: str | None = None
+
+    @property
+    def limit(self) -> Resources | None:
+        return None if self.published is None else self.published.summary.limit
+
+    @property
+    def used(self) -> Resources | None:
+        return None if self.published is None else self.published.summary.used
+
+    @property
+    def reserved(self) -> Resources | None:
+        return None if self.published is None else self.published.summary.reserved
 
 
 @dataclass(frozen=True)
@@ -136,6 +99,7 @@ class WriteOutcome:
     status: str
     generation: int
     dropped: tuple[str, ...]
+    published: Published | None = None
 
 
 @dataclass(frozen=True)
@@ -144,40 +108,57 @@ class CleanupOutcome:
     remaining: int
     corrupt: int
     has_actual: bool
+    published: Published | None = None
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+@dataclass(frozen=True)
+class Changes:
+    """What the fleet view reported: the server time, its sequence number, new summaries.
 
+    ``sequence`` is -1 when the view's keys hold foreign data (the view is then unusable, and
+    ignored: it is a hint, never the judge of fit).
+    """
 
-def _wrong_type(reply: object) -> bool:
-    """A WRONGTYPE reply: a key holds data that is not ours (never a permission or OOM error)."""
-    return isinstance(reply, ResponseError) and str(reply).startswith("WRONGTYPE")
-
-
-@contextmanager
-def _unless_wrong_type() -> Iterator[None]:
-    try:
-        yield
-    except ResponseError as exc:
-        if not _wrong_type(exc):
-            raise
+    now: float
+    sequence: int
+    summaries: tuple[Published, ...]
+    problems: tuple[str, ...] = ()
 
 
 def _first_line(exc: Exception) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
-def _vector(values: object) -> Resources | None:
-    if isinstance(values, list) and len(values) == 4:
-        return Resources(*(int(v) for v in values))
-    return None
+def _published(host: str, body: bytes | str) -> Published | None:
+    """A script's summary of ``host``; None for "" (no valid actual resources)."""
+    if not body:
+        return None
+    decoded = text(body)
+    return Published(host, decoded, decode_summary(decoded))
+
+
+def _changes(reply: list[Any]) -> Changes:
+    seconds = float(reply[0])
+    sequence = int(reply[1])
+    summaries, problems = [], []
+    for i in range(2, len(reply) - 1, 2):
+        host = text(reply[i])
+        try:
+            found = _published(host, reply[i + 1])
+        except BadValue as exc:
+            problems.append(f"fleet view entry of {host} is not ours ({exc}): ignored")
+            continue
+        if found is not None:
+            summaries.append(found)
+    return Changes(seconds, sequence, tuple(summaries), tuple(problems))
 
 
 class Store:
     """hostsched's data in one Redis server, through typed operations.
 
     The key layout is documented in :mod:`hostsched.keys`; the atomic operations in ``lua/``.
+    Each operation has a ``queue_*`` form that adds it to a :class:`Trip`, so callers can send
+    several in one round trip, and a plain form that runs it alone.
     """
 
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
@@ -224,32 +205,15 @@ class Store:
     def close(self) -> None:
         self.client.close()
 
-    # -- running scripts -------------------------------------------------------------------
+    def trip(self, what: str = "Redis") -> Trip:
+        """A new batch of commands for one round trip."""
+        return Trip(self.client, what)
 
-    def _run_many(
-        self, name: str, calls: Sequence[tuple[Sequence[str], Sequence[object]]]
-    ) -> list[Any]:
-        """Run one script per call in one pipelined round trip (two if it must be loaded)."""
-        found = script(name)
-        with translated(f"Redis script {name}"):
-            pipe = self.client.pipeline(transaction=False)
-            for keys, args in calls:
-                pipe.evalsha(found.sha, len(keys), *keys, *args)  # type: ignore[arg-type]
-            replies = pipe.execute(raise_on_error=False)
-            if any(isinstance(reply, NoScriptError) for reply in replies):
-                # A script that was not loaded did nothing, so re-running just those is safe.
-                self.client.script_load(found.text)
-                again = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-                pipe = self.client.pipeline(transaction=False)
-                for i in again:
-                    keys, args = calls[i]
-                    pipe.evalsha(found.sha, len(keys), *keys, *args)  # type: ignore[arg-type]
-                for i, reply in zip(again, pipe.execute(raise_on_error=False), strict=True):
-                    replies[i] = reply
-            for reply in replies:
-                if isinstance(reply, Exception):
-                    raise reply
-            return list(replies)
+    def _host_keys(self, host: str) -> list[str]:
+        """KEYS of reserve, release and cleanup, in their order."""
+        k = self.keys
+        return [k.resource(host), k.scheduled(host), k.reserved(host), k.expiry(host),
+                k.generation(host)]  # fmt: skip
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -261,13 +225,30 @@ class Store:
 
     def host_names(self) -> tuple[frozenset[str], tuple[str, ...]]:
         """The names in the host set, and a problem if the key holds something else."""
-        with translated():
-            try:
-                return frozenset(_text(m) for m in self.client.smembers(self.keys.hosts)), ()
-            except ResponseError as exc:
-                if not _wrong_type(exc):
-                    raise
-                return frozenset(), (self._foreign_hosts_key(exc),)
+        trip = self.trip()
+        names = self.queue_host_names(trip)
+        trip.run()
+        return names.get()
+
+    def queue_host_names(self, trip: Trip) -> Pending[tuple[frozenset[str], tuple[str, ...]]]:
+        def parse(reply: Any) -> tuple[frozenset[str], tuple[str, ...]]:
+            if wrong_type(reply):
+                return frozenset(), (self._foreign_hosts_key(reply),)
+            if isinstance(reply, Exception):
+                raise reply
+            return frozenset(text(m) for m in reply), ()
+
+        return trip.command("SMEMBERS", self.keys.hosts, parse=parse, errors=True)
+
+    def queue_host_count(self, trip: Trip) -> Pending[int | None]:
+        """How many hosts the host set holds; None if the key is not ours."""
+        return trip.command("SCARD", self.keys.hosts, parse=_unless_wrong_type, errors=True)
+
+    def queue_round_robin_cursor(self, trip: Trip) -> Pending[str | None]:
+        return trip.command(
+            "GET", self.keys.round_robin_cursor,
+            parse=lambda r: text(r) if isinstance(r, bytes) else None, errors=True,
+        )  # fmt: skip
 
     def _foreign_hosts_key(self, exc: Exception) -> str:
         return f"{self.keys.hosts} is not a set of host names ({_first_line(exc)}): ignored"
@@ -290,12 +271,12 @@ class Store:
             if isinstance(clock, Exception):
                 raise clock
             problems: tuple[str, ...] = ()
-            if _wrong_type(members_raw):  # foreign data: the configured hosts remain
+            if wrong_type(members_raw):  # foreign data: the configured hosts remain
                 problems = (self._foreign_hosts_key(members_raw),)
                 members_raw = set()
             elif isinstance(members_raw, Exception):
                 raise members_raw
-            members = frozenset(_text(m) for m in members_raw)
+            members = frozenset(text(m) for m in members_raw)
             hosts = self._raw_hosts(names, replies[3:])
             extra = sorted(members.difference(names))
             if extra:
@@ -307,7 +288,7 @@ class Store:
             now=seconds + micros / 1e6,
             members=members,
             hosts=tuple(hosts),
-            round_robin_cursor=None if not isinstance(cursor, bytes) else _text(cursor),
+            round_robin_cursor=None if not isinstance(cursor, bytes) else text(cursor),
             problems=problems,
         )
 
@@ -316,18 +297,79 @@ class Store:
             pipe.get(self.keys.resource(name))
             pipe.hgetall(self.keys.scheduled(name))
             pipe.get(self.keys.lock(name))
+            pipe.get(self.keys.generation(name))
 
     @staticmethod
     def _raw_hosts(names: Sequence[str], replies: Sequence[Any]) -> list[RawHost]:
         for reply in replies:
-            if isinstance(reply, RedisError) and not _wrong_type(reply):
+            if isinstance(reply, RedisError) and not wrong_type(reply):
                 raise reply  # the store failed or refused; WRONGTYPE is one host's bad data
-        return [
-            RawHost(name, replies[3 * i], replies[3 * i + 1], replies[3 * i + 2])
-            for i, name in enumerate(names)
-        ]
+        return [RawHost(name, *replies[4 * i : 4 * i + 4]) for i, name in enumerate(names)]
+
+    # -- the fleet view (hints) -----------------------------------------------------------
+
+    def queue_changes(self, trip: Trip, since: int) -> Pending[Changes]:
+        """The summaries published after sequence number ``since`` (0: all of them)."""
+        keys = [self.keys.fleet_summary, self.keys.fleet_changes]
+        return trip.script("changes", keys, [since], parse=_changes)
+
+    def queue_publish(
+        self, trip: Trip, summaries: Sequence[Published], *, force: bool = False
+    ) -> Pending[int]:
+        """Offer summaries to the fleet view; a newer generation already there wins."""
+        args: list[object] = ["1" if force else "0"]
+        for item in summaries:
+            args += [item.host, item.body]
+        keys = [self.keys.fleet_summary, self.keys.fleet_changes]
+        return trip.script("publish", keys, args, parse=lambda r: int(r[0]))
+
+    def queue_placements(self, trip: Trip, ids: Sequence[str]) -> Pending[dict[str, str]]:
+        """Where explicit ids were placed (by the index that ``schedule --id`` keeps)."""
+
+        def parse(reply: list[bytes | None]) -> dict[str, str]:
+            return {i: text(h) for i, h in zip(ids, reply, strict=True) if isinstance(h, bytes)}
+
+        return trip.command("MGET", *(self.keys.placement(i) for i in ids), parse=parse)
+
+    def queue_remember_placements(
+        self, trip: Trip, hosts: Mapping[str, str], *, ttl: float
+    ) -> None:
+        """Record the host of each explicit id, so a retry from anywhere finds it."""
+        for rid, host in hosts.items():
+            trip.command("SET", self.keys.placement(rid), host, "PX", int(ttl * 1000))
 
     # -- atomic operations -----------------------------------------------------------------
+
+    def queue_reserve(
+        self,
+        trip: Trip,
+        host: str,
+        items: Sequence[tuple[str, Resources]],
+        *,
+        reservation_ttl: float,
+        stale_after: float,
+    ) -> Pending[ReserveOutcome]:
+        """Reserve ``items`` on ``host`` with one reserve.lua call: all fit, or none is made."""
+        args: list[object] = [reservation_ttl, stale_after]
+        for reservation_id, amount in items:
+            args += [reservation_id, amount.cpu, amount.memory, amount.disk, amount.gpu]
+
+        def parse(reply: list[Any]) -> ReserveOutcome:
+            status = text(reply[0])
+            try:
+                published = _published(host, reply[1])
+            except BadValue as exc:
+                return ReserveOutcome(host, "corrupt", reason=str(exc))
+            return ReserveOutcome(
+                host=host,
+                status=status,
+                placed=tuple(map(text, reply[3])),
+                existing=tuple(map(text, reply[4])),
+                published=published,
+                reason=text(reply[2]) or None,
+            )
+
+        return trip.script("reserve", self._host_keys(host), args, parse=parse)
 
     def reserve(
         self,
@@ -337,54 +379,77 @@ class Store:
         stale_after: float,
     ) -> dict[str, ReserveOutcome]:
         """Reserve each host's batch with one reserve.lua call per host, all in one round trip."""
-        hosts = list(batches)
-        calls: list[tuple[Sequence[str], Sequence[object]]] = []
-        for host in hosts:
-            args: list[object] = [reservation_ttl, stale_after]
-            for reservation_id, amount in batches[host]:
-                args += [reservation_id, amount.cpu, amount.memory, amount.disk, amount.gpu]
-            calls.append(([self.keys.resource(host), self.keys.scheduled(host)], args))
-        replies = self._run_many("reserve", calls) if calls else []
-        return {h: self._reserve_outcome(h, r) for h, r in zip(hosts, replies, strict=True)}
+        trip = self.trip("Redis script reserve")
+        pending = {
+            host: self.queue_reserve(
+                trip, host, items, reservation_ttl=reservation_ttl, stale_after=stale_after
+            )
+            for host, items in batches.items()
+        }
+        trip.run()
+        return {host: p.get() for host, p in pending.items()}
 
-    @staticmethod
-    def _reserve_outcome(host: str, reply: Sequence[bytes]) -> ReserveOutcome:
-        status, detail = _text(reply[0]), json.loads(reply[1])
-        state = detail.get("state") or {}
-        return ReserveOutcome(
-            host=host,
-            status=status,
-            placed=tuple(detail.get("placed") or ()),
-            existing=tuple(detail.get("existing") or ()),
-            limit=_vector(state.get("limit")),
-            used=_vector(state.get("used")),
-            reserved=_vector(state.get("reserved")),
-            reason=detail.get("reason"),
-        )
+    def queue_release(
+        self, trip: Trip, host: str, ids: Sequence[str]
+    ) -> Pending[tuple[tuple[str, ...], Published | None]]:
+        def parse(reply: list[Any]) -> tuple[tuple[str, ...], Published | None]:
+            try:
+                published = _published(host, reply[1])
+            except BadValue:
+                published = None
+            return tuple(map(text, reply[0])), published
+
+        return trip.script("release", self._host_keys(host), list(ids), parse=parse)
 
     def release(self, batches: Mapping[str, Sequence[str]]) -> dict[str, tuple[str, ...]]:
-        """Drop reservations by id, one release.lua per host; returns what each host dropped."""
-        hosts = list(batches)
-        calls = [([self.keys.scheduled(h)], list(batches[h])) for h in hosts]
-        replies = self._run_many("release", calls) if calls else []
-        return {h: tuple(_text(i) for i in r) for h, r in zip(hosts, replies, strict=True)}
+        """Drop reservations by id, one release.lua per host; returns what each host dropped.
+
+        The hosts' new summaries are published in a second round trip: they are known only
+        from the scripts' replies.
+        """
+        trip = self.trip("Redis script release")
+        pending = {h: self.queue_release(trip, h, ids) for h, ids in batches.items()}
+        trip.run()
+        outcomes = {h: p.get() for h, p in pending.items()}
+        self.publish([pub for _, pub in outcomes.values() if pub is not None])
+        return {h: dropped for h, (dropped, _) in outcomes.items()}
 
     def cleanup(self, hosts: Sequence[str], *, reservation_ttl: float) -> dict[str, CleanupOutcome]:
         """Prune expired reservations of every host, one cleanup.lua per host, one round trip."""
-        calls = [
-            ([self.keys.scheduled(h), self.keys.resource(h)], [reservation_ttl]) for h in hosts
-        ]
-        replies = self._run_many("cleanup", calls) if calls else []
-        return {
-            h: CleanupOutcome(int(r[0]), int(r[1]), int(r[2]), bool(r[3]))
-            for h, r in zip(hosts, replies, strict=True)
+        trip = self.trip("Redis script cleanup")
+
+        def parser(host: str) -> Any:
+            def parse(r: list[Any]) -> CleanupOutcome:
+                try:
+                    published = _published(host, r[4])
+                except BadValue:
+                    published = None
+                return CleanupOutcome(int(r[0]), int(r[1]), int(r[2]), bool(r[3]), published)
+
+            return parse
+
+        pending = {
+            h: trip.script("cleanup", self._host_keys(h), [reservation_ttl], parse=parser(h))
+            for h in hosts
         }
+        trip.run()
+        return {h: p.get() for h, p in pending.items()}
+
+    def publish(self, summaries: Sequence[Published], *, force: bool = False) -> None:
+        """Publish summaries in a round trip of their own (nothing to do for none)."""
+        if summaries:
+            trip = self.trip("publishing to the fleet view")
+            self.queue_publish(trip, summaries, force=force)
+            trip.run()
 
     def forget_hosts(self, hosts: Sequence[str]) -> None:
-        """Drop hosts from the host set (their keys are gone already)."""
+        """Drop hosts from the host set and the fleet view (their keys are gone already)."""
         if hosts:
-            with translated(), _unless_wrong_type():  # a foreign host set is left alone
-                self.client.srem(self.keys.hosts, *hosts)
+            trip = self.trip()
+            for key, command in ((self.keys.hosts, "SREM"), (self.keys.fleet_summary, "HDEL"),
+                                 (self.keys.fleet_changes, "ZREM")):  # fmt: skip
+                trip.command(command, key, *hosts, parse=_unless_wrong_type, errors=True)
+            trip.run()
 
     def set_round_robin_cursor(self, host: str) -> None:
         """Remember the last host chosen; a lost or stale update only shifts the rotation."""
@@ -395,24 +460,28 @@ class Store:
 
     def acquire_locks(self, hosts: Sequence[str], *, ttl: float) -> dict[str, LockGrant]:
         """Try each host's lock with a fresh random token, in one round trip."""
-        tokens = {h: secrets.token_hex(16) for h in hosts}
-        calls = [
-            ([self.keys.lock(h), self.keys.scheduled(h)], [tokens[h], int(ttl * 1000)])
-            for h in hosts
-        ]
-        replies = self._run_many("lock_acquire", calls) if calls else []
-        return {
-            h: LockGrant(
-                bool(int(r[0])), tokens[h], _text(r[2]), float(r[1]), tuple(map(_text, r[3:]))
-            )
-            for h, r in zip(hosts, replies, strict=True)
-        }
+        trip = self.trip("Redis script lock_acquire")
+        pending = {}
+        for h in hosts:
+            token = secrets.token_hex(16)
+
+            def parse(r: list[Any], token: str = token) -> LockGrant:
+                return LockGrant(
+                    bool(int(r[0])), token, text(r[2]), float(r[1]), tuple(map(text, r[3:]))
+                )
+
+            keys = [self.keys.lock(h), self.keys.scheduled(h)]
+            pending[h] = trip.script("lock_acquire", keys, [token, int(ttl * 1000)], parse)
+        trip.run()
+        return {h: p.get() for h, p in pending.items()}
 
     def release_locks(self, grants: Mapping[str, LockGrant]) -> None:
         """Release locks by token (a lock that expired and was re-taken is left alone)."""
-        calls = [([self.keys.lock(h)], [g.token]) for h, g in grants.items() if g.acquired]
-        if calls:
-            self._run_many("lock_release", calls)
+        trip = self.trip("Redis script lock_release")
+        for h, grant in grants.items():
+            if grant.acquired:
+                trip.script("lock_release", [self.keys.lock(h)], [grant.token])
+        trip.run()
 
     def write_actual(
         self,
@@ -420,26 +489,47 @@ class Store:
         *,
         resource_ttl: float,
     ) -> dict[str, WriteOutcome]:
-        """Store each host's reading (body JSON, instance names) fenced by its lock grant."""
-        hosts = list(writes)
-        calls = []
-        for h in hosts:
-            grant, body, names = writes[h]
-            calls.append(
-                (
-                    self.keys.host_keys(h),
-                    [grant.token, f"{grant.server_time:.6f}", int(resource_ttl), body, *names],
-                )
-            )
-        replies = self._run_many("write_actual", calls) if calls else []
-        outcomes = {
-            h: WriteOutcome(_text(r[0]), int(r[1]), tuple(_text(i) for i in r[2:]))
-            for h, r in zip(hosts, replies, strict=True)
-        }
+        """Store each host's reading (body JSON, instance names) fenced by its lock grant.
+
+        The hosts written join the host set and the fleet view in a second round trip: those
+        keys live in other cluster slots, and a host missing from them for that moment is only
+        not yet schedulable.
+        """
+        trip = self.trip("Redis script write_actual")
+        pending = {}
+        for h, (grant, body, names) in writes.items():
+            k = self.keys
+
+            def parse(r: list[Any], h: str = h) -> WriteOutcome:
+                try:
+                    published = _published(h, r[2])
+                except BadValue:
+                    published = None
+                return WriteOutcome(text(r[0]), int(r[1]), tuple(map(text, r[3:])), published)
+
+            keys = [k.resource(h), k.scheduled(h), k.lock(h), k.generation(h), k.reserved(h),
+                    k.expiry(h)]  # fmt: skip
+            args = [grant.token, f"{grant.server_time:.6f}", int(resource_ttl), body, *names]
+            pending[h] = trip.script("write_actual", keys, args, parse)
+        trip.run()
+        outcomes = {h: p.get() for h, p in pending.items()}
         stored = [h for h, outcome in outcomes.items() if outcome.status == "ok"]
         if stored:
-            # The host set lives in another cluster slot, so it is added after the write; a
-            # host missing from it for that moment is only not yet schedulable.
-            with translated(), _unless_wrong_type():  # a foreign host set is left alone
-                self.client.sadd(self.keys.hosts, *stored)
+            after = self.trip()
+            after.command("SADD", self.keys.hosts, *stored, parse=_unless_wrong_type, errors=True)
+            fresh = [o.published for o in outcomes.values() if o.published is not None]
+            if fresh:
+                self.queue_publish(after, fresh)
+            after.run()
         return outcomes
+
+
+def _raise(reply: Any) -> Any:
+    if isinstance(reply, Exception):
+        raise reply
+    return reply
+
+
+def _unless_wrong_type(reply: Any) -> Any:
+    """The reply, or None for a WRONGTYPE: a fleet-wide key that is not ours is left alone."""
+    return None if wrong_type(reply) else _raise(reply)

@@ -8,9 +8,10 @@ costs a retry, never an overcommit.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from hostsched.model import Resources
 
@@ -62,23 +63,37 @@ def utilisation(candidate: Candidate, weights: tuple[float, float, float]) -> fl
     return score / (cpu_w + mem_w + disk_w)
 
 
-def _least_loaded(hosts: Sequence[Candidate], ctx: Context) -> list[Candidate]:
-    return sorted(hosts, key=lambda h: (utilisation(h, ctx.weights), ctx.rng.random()))
+def _free_share(h: Candidate, request: Resources) -> float:
+    """Mean share of each dimension left after placing ``request`` (GPUs only where present)."""
+    free = h.limit - h.load - request
+    shares = [
+        _share(free.cpu, h.limit.cpu),
+        _share(free.memory, h.limit.memory),
+        _share(free.disk, h.limit.disk),
+    ]
+    if h.limit.gpu:
+        shares.append(_share(free.gpu, h.limit.gpu))
+    return sum(shares) / len(shares)
 
 
-def _best_fit(hosts: Sequence[Candidate], ctx: Context) -> list[Candidate]:
-    def remaining(h: Candidate) -> float:
-        free = h.limit - h.load - ctx.request
-        shares = [
-            _share(free.cpu, h.limit.cpu),
-            _share(free.memory, h.limit.memory),
-            _share(free.disk, h.limit.disk),
-        ]
-        if h.limit.gpu:
-            shares.append(_share(free.gpu, h.limit.gpu))
-        return sum(shares) / len(shares)
+Score = Callable[[Candidate, "Context"], "float | tuple[float, int]"]
 
-    return sorted(hosts, key=lambda h: (remaining(h), ctx.rng.random()))
+#: Strategies that order hosts by a score of the host alone (lower is better), so a batch can
+#: be planned greedily from a heap and a host's score changes only when its load does.
+SCORES: dict[str, Score] = {
+    "least_loaded": lambda h, ctx: utilisation(h, ctx.weights),
+    "best_fit": lambda h, ctx: _free_share(h, ctx.request),
+    "least_cpu": lambda h, ctx: (_share(h.load.cpu, h.limit.cpu), h.instances),
+}
+
+
+def _scored(strategy: str) -> Callable[[Sequence[Candidate], Context], list[Candidate]]:
+    score = SCORES[strategy]
+
+    def order(hosts: Sequence[Candidate], ctx: Context) -> list[Candidate]:
+        return sorted(hosts, key=lambda h: (score(h, ctx), ctx.rng.random()))
+
+    return order
 
 
 def _round_robin(hosts: Sequence[Candidate], ctx: Context) -> list[Candidate]:
@@ -93,13 +108,6 @@ def _random(hosts: Sequence[Candidate], ctx: Context) -> list[Candidate]:
     return shuffled
 
 
-def _least_cpu(hosts: Sequence[Candidate], ctx: Context) -> list[Candidate]:
-    return sorted(
-        hosts,
-        key=lambda h: (_share(h.load.cpu, h.limit.cpu), h.instances, ctx.rng.random()),
-    )
-
-
 def rendezvous_score(request_id: str, host: str) -> int:
     """Highest-random-weight hash: stable across processes and machines."""
     digest = hashlib.blake2b(f"{request_id}\0{host}".encode(), digest_size=8).digest()
@@ -111,11 +119,11 @@ def _consistent_hash(hosts: Sequence[Candidate], ctx: Context) -> list[Candidate
 
 
 _STRATEGIES: dict[str, Callable[[Sequence[Candidate], Context], list[Candidate]]] = {
-    "least_loaded": _least_loaded,
-    "best_fit": _best_fit,
+    "least_loaded": _scored("least_loaded"),
+    "best_fit": _scored("best_fit"),
     "round_robin": _round_robin,
     "random": _random,
-    "least_cpu": _least_cpu,
+    "least_cpu": _scored("least_cpu"),
     "consistent_hash": _consistent_hash,
 }
 
@@ -124,3 +132,44 @@ def rank(strategy: str, hosts: Sequence[Candidate], ctx: Context) -> list[Candid
     """The hosts with room for ``ctx.request``, best first by ``strategy``."""
     fitting = [h for h in hosts if ctx.request.fits_in(h.limit - h.load)]
     return _STRATEGIES[strategy](fitting, ctx)
+
+
+def plan(
+    strategy: str, hosts: Sequence[Candidate], ids: Sequence[str], ctx: Context
+) -> list[tuple[str, str]] | None:
+    """Choose a host for each id, as if each placement were made before the next is chosen.
+
+    Returns ``(id, host)`` pairs, or None if one of them fits nowhere. Scored strategies keep
+    the hosts in a heap, so a batch costs O(ids · log hosts); the others rank every host for
+    each id (round robin moves its cursor, consistent hashing depends on the id).
+    """
+    request = ctx.request
+    if strategy in SCORES:
+        score = SCORES[strategy]
+        current = [h for h in hosts if request.fits_in(h.limit - h.load)]
+        heap = [(score(h, ctx), ctx.rng.random(), i) for i, h in enumerate(current)]
+        heapq.heapify(heap)
+        chosen = []
+        for rid in ids:
+            while heap:
+                _, tiebreak, i = heapq.heappop(heap)
+                host = current[i]
+                if request.fits_in(host.limit - host.load):
+                    break
+            else:
+                return None  # loads only grow within a plan: a host dropped stays dropped
+            current[i] = host = replace(host, load=host.load + request)
+            heapq.heappush(heap, (score(host, ctx), tiebreak, i))
+            chosen.append((rid, host.name))
+        return chosen
+    local = {h.name: h for h in hosts}
+    chosen, cursor = [], ctx.cursor
+    for rid in ids:
+        ranked = rank(strategy, list(local.values()), replace(ctx, request_id=rid, cursor=cursor))
+        if not ranked:
+            return None
+        best = ranked[0]
+        local[best.name] = replace(best, load=best.load + request)
+        chosen.append((rid, best.name))
+        cursor = best.name
+    return chosen

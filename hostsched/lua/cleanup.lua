@@ -1,31 +1,31 @@
--- Prune the expired reservations of one host.
+-- Prune the expired reservations of one host, and describe it.
 --
--- KEYS[1]  P:resource:scheduled:{H}  reservations by id
--- KEYS[2]  P:resource:{H}            actual resources (only checked for existence)
+-- KEYS[1]  P:resource:{H}                actual resources
+-- KEYS[2]  P:resource:scheduled:{H}      reservations by id
+-- KEYS[3]  P:resource:{H}:reserved       running sums of the live reservations
+-- KEYS[4]  P:resource:{H}:expiry         reservation ids by server time
+-- KEYS[5]  P:resource:{H}:gen            generation of the host's state
 -- ARGV[1]  reservation TTL in seconds
 --
--- Returns {removed, remaining, corrupt, has_actual}: entries pruned, entries left, entries left
--- because they do not parse (reported, never deleted blindly), and 1 if actual resources exist.
+-- Returns {removed, remaining, corrupt, has_actual, summary}: entries pruned, entries left,
+-- entries that do not parse (reported, never deleted; 1 if the keys are not ours at all), 1 if
+-- actual resources exist, and the host's summary ("" without valid actual resources, or while
+-- any entry does not parse).
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local ttl = tonumber(ARGV[1])
-local has_actual = redis.call('EXISTS', KEYS[2])
-
-local kind = redis.call('TYPE', KEYS[1])['ok']
-if kind ~= 'none' and kind ~= 'hash' then return {0, 0, 1, has_actual} end
-local entries = redis.call('HGETALL', KEYS[1])
-local expired, remaining, corrupt = {}, 0, 0
-for i = 1, #entries, 2 do
-  local good, entry = pcall(cjson.decode, entries[i + 1])
-  if not good or type(entry) ~= 'table' or type(entry.t) ~= 'number' then
-    corrupt = corrupt + 1
-    remaining = remaining + 1
-  elseif now - entry.t > ttl then
-    expired[#expired + 1] = entries[i]
-  else
-    remaining = remaining + 1
-  end
+local now = server_time()
+local has_actual = redis.call('EXISTS', KEYS[1])
+local generation = current_generation(KEYS[5])
+local sk = kind(KEYS[2])
+if not generation or (sk ~= 'none' and sk ~= 'hash') then return {0, 0, 1, has_actual, ''} end
+local sums = load_sums(KEYS[2], KEYS[3], KEYS[4])
+if not sums then
+  local removed, corrupt = expire_by_scan(KEYS[2], now, tonumber(ARGV[1]))
+  if removed > 0 then bump(KEYS[5]) end
+  return {removed, redis.call('HLEN', KEYS[2]), math.max(corrupt, 1), has_actual, ''}
 end
-if #expired > 0 then redis.call('HDEL', KEYS[1], unpack(expired)) end
-return {#expired, remaining, corrupt, has_actual}
+local removed = expire(KEYS[2], KEYS[3], KEYS[4], sums, now, tonumber(ARGV[1]))
+if removed > 0 then generation = bump(KEYS[5]) end
+local remaining = redis.call('HLEN', KEYS[2])
+local host = load_actual(KEYS[1])
+if not host then return {removed, remaining, 0, has_actual, ''} end
+return {removed, remaining, 0, has_actual, summary(generation, host, sums)}

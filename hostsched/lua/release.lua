@@ -1,13 +1,21 @@
 -- Drop reservations by id on one host.
 --
--- KEYS[1]  P:resource:scheduled:{H}  reservations by id
+-- KEYS[1]  P:resource:{H}                actual resources (read for the summary only)
+-- KEYS[2]  P:resource:scheduled:{H}      reservations by id
+-- KEYS[3]  P:resource:{H}:reserved       running sums of the live reservations
+-- KEYS[4]  P:resource:{H}:expiry         reservation ids by server time
+-- KEYS[5]  P:resource:{H}:gen            generation of the host's state
 -- ARGV     the ids to drop
 --
--- Returns the ids that were there and are now gone (none if the key is not a hash).
+-- Returns {dropped ids, summary}: the ids that were there and are now gone (none if the keys
+-- are not ours), and the host's summary after the call ("" without valid actual resources).
 
-local removed = {}
-if redis.call('TYPE', KEYS[1])['ok'] ~= 'hash' then return removed end
-for _, id in ipairs(ARGV) do
-  if redis.call('HDEL', KEYS[1], id) == 1 then removed[#removed + 1] = id end
-end
-return removed
+local sums = load_sums(KEYS[2], KEYS[3], KEYS[4])
+if not sums then return {{}, ''} end
+local generation = current_generation(KEYS[5])
+if not generation then return {{}, ''} end
+local dropped = drop(KEYS[2], KEYS[3], KEYS[4], sums, ARGV)
+if #dropped > 0 then generation = bump(KEYS[5]) end
+local host = load_actual(KEYS[1])
+if not host then return {dropped, ''} end
+return {dropped, summary(generation, host, sums)}

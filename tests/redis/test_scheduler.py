@@ -50,16 +50,36 @@ def test_schedule_reserves_on_least_loaded(two_hosts: Scheduler) -> None:
     assert reserved(two_hosts.store, "hv-a") == {"web-1"}
 
 
-def test_one_placement_costs_two_round_trips(two_hosts: Scheduler) -> None:
+@pytest.mark.parametrize("hosts", [2, 300])
+def test_one_shot_placement_costs_three_round_trips_whatever_the_fleet(
+    store: Store, hosts: int
+) -> None:
+    config = fleet_config(*(static(f"hv-{i:03d}", 8) for i in range(hosts)))
+    collect(config, store)
     with round_trips() as sent:
-        two_hosts.schedule(cpu(1))
-    assert sent[0] == 2  # one pipelined fleet read, one reserve script
+        Scheduler(config, store).schedule(cpu(1), ids=["web-1"])
+    assert sent[0] == 3  # read the fleet view, reserve (+ its news), publish the change
+
+
+def test_long_lived_scheduler_costs_one_round_trip_per_placement(store: Store) -> None:
+    config = fleet_config(*(static(f"hv-{i:03d}", 8) for i in range(50)))
+    collect(config, store)
+    scheduler = Scheduler(config, store, defer_publish=True)
+    scheduler.schedule(cpu(1))
+    with round_trips() as sent:
+        for _ in range(20):
+            scheduler.schedule(cpu(1))
+    assert sent[0] == 20
+    scheduler.flush()  # the last change reaches the fleet view, and others see it
+    other = Scheduler(config, store)
+    other.schedule(cpu(1), dry_run=True)
+    assert sum(h.candidate.load.cpu for h in other.view.hosts.values()) == 21_000
 
 
 def test_count_batches_one_script_per_host_in_one_round_trip(two_hosts: Scheduler) -> None:
     with round_trips() as sent:
         plan = two_hosts.schedule(cpu(1), count=10, ids=["job"])
-    assert sent[0] == 2
+    assert sent[0] == 3
     assert sorted(p.id for p in plan.placements) == sorted(f"job-{i}" for i in range(1, 11))
     on = {h: len(reserved(two_hosts.store, h)) for h in ("hv-a", "hv-b")}
     assert sum(on.values()) == 10 and on["hv-a"] == 6  # least_loaded evens them out
@@ -71,13 +91,12 @@ def test_count_is_all_or_nothing(two_hosts: Scheduler) -> None:
     assert reserved(two_hosts.store, "hv-a") == reserved(two_hosts.store, "hv-b") == set()
 
 
-def test_stale_snapshot_is_refused_by_script_and_next_host_used(two_hosts: Scheduler) -> None:
-    snapshot = two_hosts.fleet()
+def test_stale_view_is_refused_by_script_and_next_host_used(two_hosts: Scheduler) -> None:
+    two_hosts.schedule(cpu(1), dry_run=True)  # the view is read now ...
     other = Scheduler(two_hosts.config, two_hosts.store)
-    other.schedule(cpu(8), ids=["filler"])  # fills hv-a behind our back
-    two_hosts.fleet = lambda: snapshot  # type: ignore[method-assign]
+    other.schedule(cpu(7), ids=["filler"])  # ... and hv-a filled behind its back
     plan = two_hosts.schedule(cpu(2), ids=["late"])
-    assert plan.placements[0].host == "hv-b"
+    assert plan.placements[0].host == "hv-b" and two_hosts.stats.refusals == 1
     assert reserved(two_hosts.store, "hv-a") == {"filler"}
 
 
@@ -90,6 +109,16 @@ def test_retry_with_same_id_is_not_counted_twice(two_hosts: Scheduler) -> None:
     first = two_hosts.schedule(cpu(2), ids=["web-1"]).placements[0]
     again = two_hosts.schedule(cpu(2), ids=["web-1"]).placements[0]
     assert again.existing and again.host == first.host
+    assert reserved(two_hosts.store, "hv-a") | reserved(two_hosts.store, "hv-b") == {"web-1"}
+
+
+def test_retry_from_another_process_finds_the_first_placement(two_hosts: Scheduler) -> None:
+    first = two_hosts.schedule(cpu(2), ids=["web-1"]).placements[0]
+    for strategy in ("least_loaded", "random", "round_robin", "consistent_hash"):
+        again = Scheduler(two_hosts.config, two_hosts.store).schedule(
+            cpu(2), ids=["web-1"], strategy=strategy
+        )
+        assert again.placements[0].existing and again.placements[0].host == first.host
     assert reserved(two_hosts.store, "hv-a") | reserved(two_hosts.store, "hv-b") == {"web-1"}
 
 

@@ -31,7 +31,7 @@ from hostsched.config import ENV_REDIS_CA_FILE, ENV_REDIS_PASSWORD, load_config
 from hostsched.connect import open_store
 from hostsched.keys import Keys
 from hostsched.model import Overcommit, Resources
-from hostsched.store import Store
+from hostsched.store import Store, script
 from tests.conftest import IN_CI, RedisServer, start_redis
 
 ROOT = Path(__file__).parents[2]
@@ -429,7 +429,11 @@ def _write(store: Store, host: str, names: Sequence[str]) -> tuple[str, ...]:
 
 
 def test_scripts_are_static_whatever_the_input(redis_server: RedisServer, redis_url: str) -> None:
-    static = {path.read_bytes() for path in (ROOT / "hostsched" / "lua").glob("*.lua")}
+    files = {path.stem: path.read_bytes() for path in (ROOT / "hostsched" / "lua").glob("*.lua")}
+    # Each script is its file, after the shared library's file where it uses it: static text.
+    static = {script(name).text.encode() for name in files if name != "lib"}
+    assert all(script(name).text.encode() in (files[name], files["lib"] + files[name])
+               for name in files if name != "lib")  # fmt: skip
     admin = redis_server.client()
     admin.set("sentinel", "kept")
     admin.script_flush()  # so every script must be sent to the server, where MONITOR sees it
@@ -469,7 +473,7 @@ def test_scripts_are_static_whatever_the_input(redis_server: RedisServer, redis_
     assert not commands & {b"EVAL", b"EVAL_RO", b"FUNCTION", b"FCALL", b"FCALL_RO"}
     loaded = {args[2] for args in seen if [a.upper() for a in args[:2]] == [b"SCRIPT", b"LOAD"]}
     called = [args for args in seen if args[0].upper() == b"EVALSHA"]
-    # The server was sent the files byte for byte, ran only them, and holds nothing else.
+    # The server was sent the scripts byte for byte, ran only them, and holds nothing else.
     assert loaded and loaded <= static and cached == len(loaded)
     assert {args[1].decode() for args in called} <= {hashlib.sha1(t).hexdigest() for t in loaded}
     assert any(HOSTILE_IDS[3].encode() in args[3:] for args in called)  # one whole argument

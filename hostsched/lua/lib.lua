@@ -1,0 +1,192 @@
+-- lib.lua: local functions shared by the per-host scripts, prepended to each when it is loaded
+-- (static text, like the scripts; no key is named here, every key comes from KEYS).
+--
+-- A host's reservations live in three keys that change together:
+--   scheduled  hash  id -> {"cpu":..,"memory":..,"disk":..,"gpu":..,"t":server time}
+--   reserved   hash  running sums of the live entries (cpu, memory, disk, gpu)
+--   expiry     zset  id -> t, so expired entries are found without reading them all
+-- and a generation counter (string) bumped by every change of the host's state, which orders
+-- the fleet summaries built from it. If the three disagree (an entry written behind our back,
+-- a sums key lost), the sums and the expiry index are rebuilt from the entries.
+
+local DIMS = {'cpu', 'memory', 'disk', 'gpu'}
+
+local function kind(key) return redis.call('TYPE', key)['ok'] end
+
+local function server_time()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000,
+         string.format('%d.%06d', tonumber(t[1]), tonumber(t[2]))
+end
+
+local function vector(t)
+  if type(t) ~= 'table' then return nil end
+  local out = {}
+  for i, name in ipairs(DIMS) do
+    local v = t[name]
+    if v == nil then v = 0 end
+    if type(v) ~= 'number' or v ~= v or v < 0 then return nil end
+    out[i] = v
+  end
+  return out
+end
+
+-- The host's actual resources: host table, limit (capacity x overcommit), used; or nil and a
+-- status ('missing' or 'corrupt') with a reason.
+local function load_actual(key)
+  local k = kind(key)
+  if k == 'none' then return nil, 'missing', 'no actual resources stored' end
+  if k ~= 'string' then return nil, 'corrupt', 'actual resources are a ' .. k end
+  local ok, host = pcall(cjson.decode, redis.call('GET', key))
+  if not ok or type(host) ~= 'table' or host.v ~= 1 then
+    return nil, 'corrupt', 'actual resources do not parse'
+  end
+  local capacity, used = vector(host.capacity), vector(host.used)
+  if not capacity or not used or type(host.collected_at) ~= 'number' then
+    return nil, 'corrupt', 'actual resources lack a field'
+  end
+  local ratios = host.overcommit
+  if type(ratios) ~= 'table' then ratios = {} end
+  local limit = {}
+  for i, name in ipairs(DIMS) do
+    local ratio = ratios[name]
+    if i == 4 or type(ratio) ~= 'number' or ratio <= 0 then ratio = 1 end
+    limit[i] = math.floor(capacity[i] * ratio)
+  end
+  host.limit, host.used_v = limit, used
+  return host
+end
+
+local function decode_entry(raw)
+  local good, entry = pcall(cjson.decode, raw)
+  local amounts = good and vector(entry) or nil
+  if not amounts or type(entry.t) ~= 'number' then return nil end
+  return amounts, entry.t
+end
+
+-- Sums of the live reservations, after checking the keys are ours and rebuilding the sums and
+-- expiry index if they disagree with the entries. Returns sums, or nil and a reason.
+local function load_sums(scheduled, reserved, expiry)
+  local sk, rk, ek = kind(scheduled), kind(reserved), kind(expiry)
+  if sk ~= 'none' and sk ~= 'hash' then return nil, 'reservations are a ' .. sk end
+  if (rk ~= 'none' and rk ~= 'hash') or (ek ~= 'none' and ek ~= 'zset') then
+    return nil, 'reservation sums or expiry index are not ours'
+  end
+  local count = redis.call('HLEN', scheduled)
+  local sums = {0, 0, 0, 0}
+  if count > 0 and count == redis.call('ZCARD', expiry) and rk == 'hash' then
+    local stored = redis.call('HMGET', reserved, 'cpu', 'memory', 'disk', 'gpu')
+    local good = true
+    for d = 1, 4 do
+      sums[d] = tonumber(stored[d])
+      if not sums[d] or sums[d] < 0 then good = false end
+    end
+    if good then return sums end
+    sums = {0, 0, 0, 0}
+  elseif count == 0 then
+    if rk ~= 'none' or ek ~= 'none' then redis.call('DEL', reserved, expiry) end
+    return sums
+  end
+  -- Rebuild from the entries: O(entries), only after the keys disagreed.
+  local entries = redis.call('HGETALL', scheduled)
+  local index = {}
+  for i = 1, #entries, 2 do
+    local amounts, t = decode_entry(entries[i + 1])
+    if not amounts then return nil, 'reservation ' .. entries[i] .. ' does not parse' end
+    for d = 1, 4 do sums[d] = sums[d] + amounts[d] end
+    index[#index + 1] = string.format('%.6f', t)
+    index[#index + 1] = entries[i]
+  end
+  redis.call('DEL', reserved, expiry)
+  redis.call('HSET', reserved, 'cpu', sums[1], 'memory', sums[2], 'disk', sums[3], 'gpu', sums[4])
+  for i = 1, #index, 1000 do
+    redis.call('ZADD', expiry, unpack(index, i, math.min(i + 999, #index)))
+  end
+  -- No TTL here: the next reservation sets all three, and once the entries are gone the first
+  -- call to see it (a cleanup at the latest) deletes the other two.
+  return sums
+end
+
+-- Drop the given ids from the three keys; returns the ids that were there. An entry that does
+-- not parse is left in place.
+local function drop(scheduled, reserved, expiry, sums, ids)
+  local dropped = {}
+  for _, id in ipairs(ids) do
+    local raw = redis.call('HGET', scheduled, id)
+    local amounts = raw and decode_entry(raw)
+    if amounts then
+      redis.call('HDEL', scheduled, id)
+      redis.call('ZREM', expiry, id)
+      for d = 1, 4 do
+        if amounts[d] > 0 then  -- (and never -0, which HINCRBY refuses)
+          sums[d] = sums[d] - amounts[d]
+          redis.call('HINCRBY', reserved, DIMS[d], 0 - amounts[d])
+        end
+      end
+      dropped[#dropped + 1] = id
+    elseif raw then
+      -- Not ours to delete: un-indexed, so the next call rebuilds and reports the host corrupt.
+      redis.call('ZREM', expiry, id)
+    end
+  end
+  return dropped
+end
+
+-- Drop expired entries by reading them all, leaving those that do not parse; for cleanup when
+-- the sums cannot be trusted. Returns how many were dropped and how many do not parse.
+local function expire_by_scan(scheduled, now, ttl)
+  local entries = redis.call('HGETALL', scheduled)
+  local expired, corrupt = {}, 0
+  for i = 1, #entries, 2 do
+    local amounts, t = decode_entry(entries[i + 1])
+    if not amounts then
+      corrupt = corrupt + 1
+    elseif now - t > ttl then
+      expired[#expired + 1] = entries[i]
+    end
+  end
+  if #expired > 0 then redis.call('HDEL', scheduled, unpack(expired)) end
+  return #expired, corrupt
+end
+
+-- Drop the entries older than ttl seconds (by the expiry index); returns how many.
+local function expire(scheduled, reserved, expiry, sums, now, ttl)
+  local old = redis.call('ZRANGEBYSCORE', expiry, '-inf', string.format('(%.6f', now - ttl))
+  if #old == 0 then return 0 end
+  return #drop(scheduled, reserved, expiry, sums, old)
+end
+
+local function bump(gen)
+  local gk = kind(gen)
+  if gk ~= 'none' and gk ~= 'string' then return nil end
+  local current = redis.call('GET', gen)
+  if current and not string.match(current, '^%d+$') then return nil end
+  return redis.call('INCR', gen)
+end
+
+local function current_generation(gen)
+  local gk = kind(gen)
+  if gk == 'none' then return 0 end
+  if gk ~= 'string' then return nil end
+  local current = redis.call('GET', gen)
+  if not string.match(current, '^%d+$') then return nil end
+  return tonumber(current)
+end
+
+-- The host's summary for the fleet view: what a scheduler needs to choose it, as JSON whose
+-- first member is the generation (the fleet script orders summaries by it without decoding).
+local function summary(generation, host, sums)
+  local labels = '{}'
+  if type(host.labels) == 'table' and next(host.labels) ~= nil then
+    labels = cjson.encode(host.labels)
+  end
+  local instances = tonumber(host.instances) or 0
+  local l, u = host.limit, host.used_v
+  -- Formatted by hand: cjson prints 14 significant digits, too few for byte counts.
+  return string.format(
+    '{"gen":%d,"at":%.6f,"limit":[%d,%d,%d,%d],"used":[%d,%d,%d,%d],' ..
+    '"reserved":[%d,%d,%d,%d],"instances":%d,"labels":%s}',
+    generation, host.collected_at, l[1], l[2], l[3], l[4], u[1], u[2], u[3], u[4],
+    sums[1], sums[2], sums[3], sums[4], instances, labels)
+end
+

@@ -1,0 +1,197 @@
+"""The scheduler's local picture of the fleet, kept current from published host summaries.
+
+Choosing a host must not cost a read of the whole fleet. A scheduler reads every summary once,
+then only the summaries published since (they ride in the same round trip as its reservations),
+and the reserve script's own reply for each host it touches. The view may be a moment behind
+other schedulers; that costs at most a refused reservation and a retry, because the reserve
+script re-checks fit against the host's own keys.
+
+For the scored strategies the view keeps hosts sorted by a score of the host alone, so the few
+best candidates are found without looking at every host.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from bisect import bisect_left, insort
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+
+from hostsched.codec import Summary
+from hostsched.model import Resources
+from hostsched.strategies import SCORES, Candidate, utilisation
+
+#: Candidates handed to a strategy beyond the placements of a batch: the best few, so a
+#: refused reservation has a next choice without another look at the fleet.
+SPARE_CANDIDATES = 8
+
+
+@dataclass(frozen=True, slots=True)
+class ViewHost:
+    """One host as the view knows it."""
+
+    candidate: Candidate
+    labels: Mapping[str, str]
+    collected_at: float
+    generation: int
+
+    @property
+    def name(self) -> str:
+        return self.candidate.name
+
+
+def view_host(name: str, summary: Summary) -> ViewHost:
+    candidate = Candidate(name, summary.limit, summary.used + summary.reserved, summary.instances)
+    return ViewHost(candidate, summary.labels, summary.collected_at, summary.generation)
+
+
+OrderKey = Callable[[Candidate], float]
+
+
+def _order_keys(weights: tuple[float, float, float]) -> dict[str, OrderKey]:
+    """Per scored strategy, a key of the host alone whose order matches the strategy's."""
+
+    def mean_used(c: Candidate) -> float:
+        # best_fit prefers the least room left after placing: the fullest hosts first.
+        return -utilisation(c, (1.0, 1.0, 1.0))
+
+    def cpu_then_instances(c: Candidate) -> float:
+        share = c.load.cpu / c.limit.cpu if c.limit.cpu > 0 else 0.0
+        return share + c.instances * 1e-9
+
+    keys: dict[str, OrderKey] = {
+        "least_loaded": lambda c: utilisation(c, weights),
+        "best_fit": mean_used,
+        "least_cpu": cpu_then_instances,
+    }
+    assert keys.keys() == SCORES.keys()
+    return keys
+
+
+class _Order:
+    """Host names sorted by a key, kept sorted as hosts change (bisect, no full sort)."""
+
+    def __init__(self, key: OrderKey, salt: Callable[[str], float]) -> None:
+        self._key = key
+        self._salt = salt  # breaks ties differently in each process, so schedulers spread
+        self._items: list[tuple[float, float, str]] = []
+        self._entry: dict[str, tuple[float, float, str]] = {}
+
+    def update(self, host: ViewHost) -> None:
+        self.remove(host.name)
+        entry = (self._key(host.candidate), self._salt(host.name), host.name)
+        insort(self._items, entry)
+        self._entry[host.name] = entry
+
+    def remove(self, name: str) -> None:
+        old = self._entry.pop(name, None)
+        if old is not None:
+            del self._items[bisect_left(self._items, old)]
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for _, _, name in self._items)
+
+
+class FleetView:
+    """Hosts by name, the last sequence number of the fleet view seen, and the server clock."""
+
+    def __init__(
+        self, *, weights: tuple[float, float, float], rng: random.Random | None = None
+    ) -> None:
+        self.hosts: dict[str, ViewHost] = {}
+        self.sequence = 0
+        self.synced = False
+        self._keys = _order_keys(weights)
+        self._orders: dict[str, _Order] = {}
+        self._rng = rng or random.Random()
+        self._salts: dict[str, float] = {}
+        self._server_time = 0.0
+        self._local_time = time.monotonic()
+        self.last_full_read = float("-inf")
+
+    # -- keeping current -------------------------------------------------------------------
+
+    def clock(self, server_time: float) -> None:
+        """Note the server's time now, to judge staleness without asking again."""
+        self._server_time, self._local_time = server_time, time.monotonic()
+
+    def now(self) -> float:
+        """The server's time, estimated from its last reading and the local monotonic clock."""
+        return self._server_time + time.monotonic() - self._local_time
+
+    def apply(self, name: str, summary: Summary, *, force: bool = False) -> None:
+        """Take a host's summary unless the view already has a newer one."""
+        known = self.hosts.get(name)
+        if known is not None and not force and known.generation >= summary.generation:
+            return
+        host = view_host(name, summary)
+        self.hosts[name] = host
+        for order in self._orders.values():
+            order.update(host)
+
+    def clear(self) -> None:
+        self.hosts.clear()
+        self._orders.clear()
+
+    def discard(self, name: str) -> None:
+        """Forget a host (its data is gone or not ours) until a summary brings it back."""
+        if self.hosts.pop(name, None) is not None:
+            for order in self._orders.values():
+                order.remove(name)
+
+    # -- choosing --------------------------------------------------------------------------
+
+    def eligible(self, host: ViewHost, labels: Mapping[str, str], stale_after: float) -> bool:
+        """Fresh and carrying every label asked for (fit is the strategy's to judge)."""
+        return self.now() - host.collected_at <= stale_after and all(
+            host.labels.get(k) == v for k, v in labels.items()
+        )
+
+    def window(
+        self,
+        strategy: str,
+        request: Resources,
+        *,
+        labels: Mapping[str, str],
+        stale_after: float,
+        count: int,
+    ) -> list[Candidate]:
+        """The candidates a strategy should rank for ``count`` placements of ``request``.
+
+        For a scored strategy: the best ``count + SPARE_CANDIDATES`` eligible hosts with room,
+        walked from the sorted order (exact for least_loaded and least_cpu, whose order is the
+        strategy's; for best_fit the fullest hosts, re-scored exactly by the strategy). For the
+        others: every eligible host.
+        """
+        if strategy not in self._keys:
+            return [
+                h.candidate for h in self.hosts.values() if self.eligible(h, labels, stale_after)
+            ]
+        size = count + SPARE_CANDIDATES
+        order = self._order(strategy)
+        found = []
+        for name in order:
+            host = self.hosts[name]
+            if (
+                request.fits_in(host.candidate.limit - host.candidate.load)
+                and self.eligible(host, labels, stale_after)
+            ):
+                found.append(host.candidate)
+                if len(found) == size:
+                    break
+        return found
+
+    def _order(self, strategy: str) -> _Order:
+        order = self._orders.get(strategy)
+        if order is None:
+            order = self._orders[strategy] = _Order(self._keys[strategy], self._salt)
+            for host in self.hosts.values():
+                order.update(host)
+        return order
+
+    def _salt(self, name: str) -> float:
+        salt = self._salts.get(name)
+        if salt is None:
+            salt = self._salts[name] = self._rng.random()
+        return salt

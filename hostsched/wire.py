@@ -1,0 +1,219 @@
+"""Talking to Redis: the Lua scripts, error translation, and batched round trips.
+
+A :class:`Trip` packs many commands (scripts by SHA, plain commands) into one write on one
+connection and reads every reply: one round trip, whatever the number of commands, and without
+redis-py's per-command overhead, which costs more than the network on a local server. Every
+redis-py error becomes :class:`StoreUnavailable` here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any, Generic, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis
+from redis.exceptions import (
+    AuthenticationError,
+    ConnectionError,
+    NoScriptError,
+    RedisError,
+    ResponseError,
+    TimeoutError,
+)
+
+from hostsched.errors import StoreUnavailable
+
+#: Scripts that start with the shared local functions of ``lua/lib.lua``.
+_USES_LIBRARY = frozenset({"reserve", "release", "cleanup", "write_actual"})
+#: Sends of one trip after a dropped connection or a timeout: every command is idempotent.
+ATTEMPTS = 4
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Script:
+    name: str
+    text: str
+    sha: str
+
+
+@cache
+def script(name: str) -> Script:
+    """The text and SHA1 of ``lua/<name>.lua`` (after ``lua/lib.lua`` where used), read once."""
+    folder = resources.files("hostsched").joinpath("lua")
+    text = folder.joinpath(f"{name}.lua").read_text("utf-8")
+    if name in _USES_LIBRARY:
+        text = folder.joinpath("lib.lua").read_text("utf-8") + text
+    return Script(name, text, hashlib.sha1(text.encode()).hexdigest())
+
+
+_SECRET_PARAMETERS = {"password", "ssl_password"}
+
+
+def redact(url: str) -> str:
+    """The URL without its passwords (user info and query parameters), fit to print."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<unparseable URL>"
+    if password is not None:
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        user = f"{parts.username}:***@" if parts.username else ":***@"
+        parts = parts._replace(netloc=user + netloc)
+    if parts.query:
+        query = [
+            (name, "***" if name.lower() in _SECRET_PARAMETERS else value)
+            for name, value in parse_qsl(parts.query, keep_blank_values=True)
+        ]
+        parts = parts._replace(query=urlencode(query, safe="*/"))
+    return urlunsplit(parts)
+
+
+@contextmanager
+def translated(what: str = "Redis") -> Iterator[None]:
+    """Turn redis-py errors into StoreUnavailable (exit 5) with one clear line."""
+    try:
+        yield
+    except UnicodeError as exc:  # a host name that IDNA cannot encode (an empty label, >63)
+        raise StoreUnavailable(f"{what} failed: invalid host name in the URL ({exc})") from None
+    except RedisError as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        hint = "check the Redis URL and that the server is running"
+        if isinstance(exc, AuthenticationError) or "authenticat" in reason.lower():
+            hint = "set the password: in the URL, HOSTSCHED_REDIS_PASSWORD or redis.password_file"
+        elif reason.startswith("NOPERM"):
+            hint = "the Redis user lacks a permission: see the README's ACL line"
+        raise StoreUnavailable(f"{what} failed: {reason}", hint=hint) from exc
+
+
+def text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def wrong_type(reply: object) -> bool:
+    """A WRONGTYPE reply: a key holds data that is not ours (never a permission or OOM error)."""
+    return isinstance(reply, ResponseError) and str(reply).startswith("WRONGTYPE")
+
+
+class Pending(Generic[T]):
+    """The parsed reply of one command of a :class:`Trip`, available once the trip has run."""
+
+    __slots__ = ("_parse", "_value")
+
+    def __init__(self, parse: Callable[[Any], T]) -> None:
+        self._parse = parse
+
+    def get(self) -> T:
+        return self._value
+
+    def _set(self, reply: Any) -> None:
+        self._value = self._parse(reply)
+
+
+def _raise(reply: Any) -> Any:
+    if isinstance(reply, Exception):
+        raise reply
+    return reply
+
+
+class Trip:
+    """Commands sent together in one round trip; each yields a :class:`Pending` reply.
+
+    A reply that is an error is raised as StoreUnavailable unless its command was added with
+    ``errors=True`` (the parser then sees the exception, e.g. to contain a WRONGTYPE).
+    """
+
+    def __init__(self, client: redis.Redis, what: str = "Redis") -> None:
+        self._client = client
+        self._what = what
+        self._commands: list[tuple[object, ...]] = []
+        self._scripts: list[Script | None] = []
+        self._pending: list[Pending[Any]] = []
+        self._errors: list[bool] = []
+
+    def __len__(self) -> int:
+        return len(self._commands)
+
+    def command(
+        self, *args: object, parse: Callable[[Any], T] = _raise, errors: bool = False
+    ) -> Pending[T]:
+        return self._add(args, None, parse, errors)
+
+    def script(
+        self,
+        name: str,
+        keys: Sequence[str],
+        args: Sequence[object],
+        parse: Callable[[Any], T] = _raise,
+        errors: bool = False,
+    ) -> Pending[T]:
+        found = script(name)
+        return self._add(("EVALSHA", found.sha, len(keys), *keys, *args), found, parse, errors)
+
+    def _add(
+        self,
+        command: tuple[object, ...],
+        found: Script | None,
+        parse: Callable[[Any], T],
+        errors: bool,
+    ) -> Pending[T]:
+        pending: Pending[T] = Pending(parse)
+        self._commands.append(command)
+        self._scripts.append(found)
+        self._pending.append(pending)
+        self._errors.append(errors)
+        return pending
+
+    def run(self) -> None:
+        """Send every command at once, re-send after a dropped connection, parse the replies."""
+        if not self._commands:
+            return
+        with translated(self._what):
+            replies = self._send(self._commands)
+            missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+            if missing:
+                # A script that was not loaded did nothing, so running just those again is safe.
+                loads = {self._scripts[i] for i in missing}
+                again: list[tuple[object, ...]] = [
+                    ("SCRIPT", "LOAD", s.text) for s in loads if s is not None
+                ]
+                again += [self._commands[i] for i in missing]
+                for i, reply in zip(missing, self._send(again)[len(loads) :], strict=True):
+                    replies[i] = reply
+            for reply, errors in zip(replies, self._errors, strict=True):
+                if isinstance(reply, Exception) and not errors:
+                    raise reply
+            for pending, reply in zip(self._pending, replies, strict=True):
+                pending._set(reply)
+
+    def _send(self, commands: Sequence[tuple[object, ...]]) -> list[Any]:
+        pool = self._client.connection_pool
+        for attempt in range(ATTEMPTS):
+            connection: Any = pool.get_connection()  # redis-py's connection is untyped
+            try:
+                connection.send_packed_command(connection.pack_commands(commands))
+                replies: list[Any] = []
+                for _ in commands:
+                    try:
+                        replies.append(connection.read_response())
+                    except ResponseError as exc:
+                        replies.append(exc)
+                return replies
+            except (ConnectionError, TimeoutError):
+                # The server may or may not have run the commands; all are idempotent.
+                connection.disconnect()
+                if attempt == ATTEMPTS - 1:
+                    raise
+                time.sleep(min(0.25, 0.01 * 2**attempt))
+            finally:
+                pool.release(connection)
+        raise AssertionError("unreachable")
