@@ -1,9 +1,11 @@
 """bench: scheduling speed and correctness on a synthetic fleet, measured against PING.
 
 The fleet lives under its own key prefix (``<prefix>:bench:<random>``), so real hosts and
-reservations are never touched, and it is deleted afterwards. Correctness is checked from the
-store once the schedulers are done: no host over capacity × overcommit, and exactly one
-reservation for every placement that succeeded.
+reservations are never touched, and it is deleted afterwards. Each scheduler process reads the
+fleet view first, then all start together and run as long-lived schedulers (one round trip per
+placement or batch). Correctness is checked from the store once they are done: no host over
+capacity × overcommit, every placement held exactly once, and each host's running sums equal
+to its entries. Balance is the spread of utilisation across hosts.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import multiprocessing
 import secrets
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 from hostsched.codec import encode_actual
 from hostsched.config import Config
@@ -22,10 +25,13 @@ from hostsched.keys import Keys
 from hostsched.model import Overcommit, Request, Resources
 from hostsched.scheduler import Scheduler
 from hostsched.store import Store, translated
+from hostsched.strategies import Candidate, utilisation
 
 G = 1 << 30
 #: The fleet is sized so that every placement fits with this much room to spare.
 HEADROOM = 1.5
+#: How long scheduler processes may take to start and read the fleet view.
+START_TIMEOUT = 120.0
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,13 @@ class BenchResult:
     reservations: int
     baseline_ping_per_second: float
     ratio_to_ping: float
+    refusals: int
+    round_trips_per_placement: float
+    lost_or_doubled: int
+    sums_mismatched_hosts: int
+    spread: float
+    max_utilisation: float
+    view_read_ms: float
     hosts: int
     processes: int
     count: int
@@ -73,16 +86,33 @@ class _Worker:
     settings: BenchSettings
 
 
-def _work(job: _Worker) -> tuple[list[float], int, int]:
-    """Run ``calls`` schedule calls; returns per-placement latencies, placements, failures."""
+@dataclass(frozen=True)
+class _Outcome:
+    latencies: list[float]
+    placed: list[str]
+    failures: int
+    refusals: int
+    round_trips: int
+    view_read: float
+
+
+def _work(job: _Worker, ready: Callable[[], None]) -> _Outcome:
+    """Read the view, call ``ready`` (which waits for the others), run ``calls`` schedules."""
     store = Store.connect(
         job.url, keys=Keys(job.config.redis.prefix), password=job.password,
         timeout=job.config.redis.timeout,
     )  # fmt: skip
-    scheduler = Scheduler(job.config, store, expected=job.host_names)
+    scheduler = Scheduler(job.config, store, expected=job.host_names, defer_publish=True)
     request = Request(job.settings.request)
-    latencies, placed, failures = [], 0, 0
+    latencies: list[float] = []
+    placed: list[str] = []
+    failures = 0
     try:
+        began = time.perf_counter()
+        scheduler.prepare()
+        view_read = time.perf_counter() - began
+        trips_before = scheduler.stats.round_trips
+        ready()
         for _ in range(job.calls):
             started = time.perf_counter()
             try:
@@ -93,11 +123,52 @@ def _work(job: _Worker) -> tuple[list[float], int, int]:
                 failures += job.settings.count
                 continue
             elapsed = time.perf_counter() - started
-            placed += len(plan.placements)
+            placed.extend(p.id for p in plan.placements)
             latencies.extend([elapsed / job.settings.count] * job.settings.count)
+        scheduler.flush()
     finally:
         store.close()
-    return latencies, placed, failures
+    return _Outcome(
+        latencies, placed, failures, scheduler.stats.refusals,
+        scheduler.stats.round_trips - trips_before, view_read,
+    )  # fmt: skip
+
+
+def _child(job: _Worker, start: Any, results: Any) -> None:
+    try:
+        results.put(_work(job, lambda: start.wait(START_TIMEOUT)))
+    except BaseException as exc:  # reported by the parent as the bench's failure
+        start.abort()
+        results.put(exc)
+        raise
+
+
+def _run_workers(jobs: Sequence[_Worker]) -> tuple[list[_Outcome], float]:
+    """Run the jobs (in processes if more than one) from a common start; outcomes, seconds."""
+    if len(jobs) == 1:
+        began: list[float] = []  # timing starts once the view is read, as with processes
+        outcome = _work(jobs[0], lambda: began.append(time.perf_counter()))
+        return [outcome], time.perf_counter() - began[0]
+    context = multiprocessing.get_context("fork")
+    start = context.Barrier(len(jobs) + 1)
+    results = context.Queue()
+    children = [context.Process(target=_child, args=(j, start, results)) for j in jobs]
+    for child in children:
+        child.start()
+    try:
+        start.wait(START_TIMEOUT)
+        started = time.perf_counter()
+        outcomes = [results.get(timeout=3600) for _ in children]
+        seconds = time.perf_counter() - started
+    finally:
+        for child in children:
+            child.join(10)
+            if child.is_alive():
+                child.kill()
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return outcomes, seconds
 
 
 def ping_rate(store: Store, seconds: float = 1.0) -> float:
@@ -147,11 +218,55 @@ def _remove(store: Store) -> None:
         store.client.unlink(*batch)
 
 
-def _overcommitted(scheduler: Scheduler) -> tuple[int, int]:
-    """Hosts whose used + reserved exceeds capacity × overcommit, and reservations counted."""
+@dataclass(frozen=True)
+class _Check:
+    overcommitted: int
+    reservations: int
+    lost_or_doubled: int
+    sums_mismatched: int
+    spread: float
+    max_utilisation: float
+
+
+def check_fleet(scheduler: Scheduler, placed: Sequence[str]) -> _Check:
+    """The invariants, from the store: capacity, each placement held once, sums = entries.
+
+    Reservations are counted from the entries themselves, not from the running sums the
+    scripts judge by, so a sum that drifted from its entries is caught, not trusted.
+    """
     fleet = scheduler.fleet()
-    over = sum(not (h.used + h.reserved).fits_in(h.limit) for h in fleet.hosts)
-    return over, sum(len(h.reservations) for h in fleet.hosts)
+    store = scheduler.store
+    holders: dict[str, int] = {}
+    for host in fleet.hosts:
+        for reservation in host.reservations:
+            holders[reservation.id] = holders.get(reservation.id, 0) + 1
+    with translated("bench"):
+        pipe = store.client.pipeline(transaction=False)
+        for host in fleet.hosts:
+            pipe.hmget(store.keys.reserved(host.name), "cpu", "memory", "disk", "gpu")
+        sums = pipe.execute()
+    mismatched = 0
+    for host, stored in zip(fleet.hosts, sums, strict=True):
+        values = Resources(*(int(v or 0) for v in stored))
+        mismatched += values != host.reserved
+    expected = set(placed)
+    lost_or_doubled = sum(holders.get(rid, 0) != 1 for rid in expected) + sum(
+        1 for rid in holders if rid not in expected
+    )
+    weights = scheduler.config.weights
+    loads = [
+        utilisation(Candidate(h.name, h.limit, h.used + h.reserved),
+                    (weights.cpu, weights.memory, weights.disk))
+        for h in fleet.hosts
+    ]  # fmt: skip
+    return _Check(
+        overcommitted=sum(not (h.used + h.reserved).fits_in(h.limit) for h in fleet.hosts),
+        reservations=sum(holders.values()),
+        lost_or_doubled=lost_or_doubled,
+        sums_mismatched=mismatched,
+        spread=max(loads) - min(loads) if loads else 0.0,
+        max_utilisation=max(loads, default=0.0),
+    )
 
 
 def run_bench(config: Config, url: str, settings: BenchSettings) -> BenchResult:
@@ -177,33 +292,35 @@ def run_bench(config: Config, url: str, settings: BenchSettings) -> BenchResult:
                       for i in range(settings.processes)]  # fmt: skip
             jobs = [_Worker(url, config.redis.password, bench_config, names, share, settings)
                     for share in shares if share]  # fmt: skip
-            started = time.perf_counter()
-            if len(jobs) == 1:
-                results = [_work(jobs[0])]
-            else:
-                with multiprocessing.get_context("fork").Pool(len(jobs)) as pool:
-                    results = pool.map(_work, jobs)
-            seconds = time.perf_counter() - started
-            latencies = sorted(x for r in results for x in r[0])
-            placed = sum(r[1] for r in results)
-            over, reservations = _overcommitted(Scheduler(bench_config, store, expected=names))
+            outcomes, seconds = _run_workers(jobs)
+            latencies = sorted(x for o in outcomes for x in o.latencies)
+            placed = [rid for o in outcomes for rid in o.placed]
+            check = check_fleet(Scheduler(bench_config, store, expected=names), placed)
         finally:
             try:
                 _remove(store)
             finally:
                 store.close()
-    per_second = placed / seconds if seconds else 0.0
+    per_second = len(placed) / seconds if seconds else 0.0
+    trips = sum(o.round_trips for o in outcomes)
     return BenchResult(
-        placements=placed,
-        failures=sum(r[2] for r in results),
+        placements=len(placed),
+        failures=sum(o.failures for o in outcomes),
         seconds=round(seconds, 4),
         per_second=round(per_second, 1),
         p50_ms=round(1000 * statistics.median(latencies), 3) if latencies else 0.0,
         p99_ms=round(1000 * latencies[int(0.99 * (len(latencies) - 1))], 3) if latencies else 0.0,
-        overcommitted_hosts=over,
-        reservations=reservations,
+        overcommitted_hosts=check.overcommitted,
+        reservations=check.reservations,
         baseline_ping_per_second=round(baseline, 1),
         ratio_to_ping=round(per_second / baseline, 3) if baseline else 0.0,
+        refusals=sum(o.refusals for o in outcomes),
+        round_trips_per_placement=round(trips / len(placed), 3) if placed else 0.0,
+        lost_or_doubled=check.lost_or_doubled,
+        sums_mismatched_hosts=check.sums_mismatched,
+        spread=round(check.spread, 4),
+        max_utilisation=round(check.max_utilisation, 4),
+        view_read_ms=round(1000 * max(o.view_read for o in outcomes), 3),
         hosts=settings.hosts,
         processes=len(jobs),
         count=settings.count,

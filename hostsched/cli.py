@@ -210,7 +210,6 @@ def schedule(
     """
     from hostsched.model import Request, Resources
     from hostsched.quantity import parse_bytes, parse_count, parse_cpu
-    from hostsched.render import plan_json
     from hostsched.scheduler import describe
 
     opts = merged(ctx, config, redis_url, json_, verbose)
@@ -228,6 +227,8 @@ def schedule(
         request, count=count, ids=id_ or [], strategy=strategy, dry_run=dry_run
     )
     if opts.json:
+        from hostsched.render import plan_json
+
         terminal.emit_json(plan_json(plan))
         return
     for placement in plan.placements:

@@ -157,18 +157,33 @@ class Summary:
 
 def _vector(data: Mapping[str, object], field: str) -> Resources:
     value = data.get(field)
-    if (
-        not isinstance(value, list)
-        or len(value) != 4
-        or not all(type(v) is int and v >= 0 for v in value)
-    ):
-        raise BadValue(f"{field} is not four counts")
-    return Resources(*value)
+    if type(value) is list and len(value) == 4:
+        cpu, memory, disk, gpu = value
+        if (type(cpu) is type(memory) is type(disk) is type(gpu) is int) and min(value) >= 0:
+            return Resources(cpu, memory, disk, gpu)
+    raise BadValue(f"{field} is not four counts")
+
+
+_GENERATION_PREFIX = b'{"gen":'
+
+
+def summary_generation(raw: bytes) -> int | None:
+    """The generation a summary starts with, read without decoding the rest."""
+    if raw.startswith(_GENERATION_PREFIX):
+        digits = raw[len(_GENERATION_PREFIX) : raw.find(b",")]
+        if digits.isdigit():
+            return int(digits)
+    return None
 
 
 def decode_summary(raw: bytes | str) -> Summary:
     """Parse one host's summary; raises BadValue if it is not ours."""
-    data = _load(raw)
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadValue("summary is not JSON") from exc
+    if type(data) is not dict:
+        raise BadValue("summary is not a JSON object")
     generation, collected_at = data.get("gen"), data.get("at")
     instances, labels = data.get("instances"), data.get("labels")
     if type(generation) is not int or type(instances) is not int:

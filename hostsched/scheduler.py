@@ -13,13 +13,12 @@ the scheduler read every host, to be sure before it refuses.
 
 from __future__ import annotations
 
+import os
 import random
 import re
-import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from hostsched.codec import Summary
 from hostsched.config import Config
@@ -36,6 +35,7 @@ from hostsched.snapshot import Fleet, fleet_snapshot
 from hostsched.store import Changes, Published, ReserveOutcome, Store
 from hostsched.strategies import STRATEGY_NAMES, Context, plan
 from hostsched.view import FleetView
+from hostsched.wire import Pending, Trip
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
 #: Placements in one schedule call: one plan, one round trip, all or nothing.
@@ -78,7 +78,7 @@ def reservation_ids(ids: Sequence[str], count: int) -> list[str]:
     if not 1 <= count <= MAX_COUNT:
         raise UsageError(f"--count must be from 1 to {MAX_COUNT}, not {count}")
     if not ids:
-        ids = [f"hs-{secrets.token_hex(6)}" for _ in range(count)]
+        ids = [f"hs-{os.urandom(6).hex()}" for _ in range(count)]
     elif len(ids) == 1 and count > 1:
         ids = [f"{ids[0]}-{i}" for i in range(1, count + 1)]
     elif len(ids) != count:
@@ -115,6 +115,7 @@ class _Attempt:
     known: dict[str, str]  # id -> host from the placement index, tried first
     done: dict[str, Placement] = field(default_factory=dict)
     placed_now: list[Placement] = field(default_factory=list)
+    refused: bool = False
 
 
 class Scheduler:
@@ -128,6 +129,10 @@ class Scheduler:
     #: A long-lived scheduler reads the whole fleet view again this often (seconds), to drop
     #: hosts that were forgotten.
     FULL_READ_EVERY = 60.0
+    #: ... and exchanges news with the fleet view at most this often (seconds), in the round
+    #: trip of a reservation: placements faster than that share one exchange. After a refusal
+    #: it exchanges at once.
+    EXCHANGE_EVERY = 0.002
 
     def __init__(
         self,
@@ -148,6 +153,7 @@ class Scheduler:
         self._unpublished: dict[str, Published] = {}
         self._cursor: str | None = None
         self._cursor_dirty = False
+        self._last_exchange = float("-inf")
         # Hosts to read in the same round trip as the host set; grows with what is stored.
         self._expected: list[str] = [*expected, *(h.name for h in config.hosts)]
 
@@ -191,7 +197,7 @@ class Scheduler:
             raise UsageError("--cpu must be more than 0")
         wanted = reservation_ids(ids, count)
         # Only explicit ids can be retried by another process, so only they are looked up.
-        known = self._prepare(wanted if ids else ())
+        known = self.prepare(wanted if ids else ())
         attempt = _Attempt(request, strategy, list(wanted), bool(ids), known)
         try:
             self._place(attempt, dry_run)
@@ -277,10 +283,14 @@ class Scheduler:
             self.store.queue_remember_placements(
                 trip, dict(chosen), ttl=self.config.resource_ttl
             )
-        changes = self._queue_view_update(trip)
+        exchange = (
+            attempt.refused or time.monotonic() - self._last_exchange >= self.EXCHANGE_EVERY
+        )
+        changes = self._queue_view_update(trip) if exchange else None
         trip.run()
         self.stats.round_trips += 1
-        self._apply_changes(changes.get())
+        if changes is not None:
+            self._apply_changes(changes.get())
         for reply in replies.values():
             self._apply_outcome(attempt, reply.get())
         attempt.pending = [rid for rid in attempt.pending if rid not in attempt.done]
@@ -302,6 +312,7 @@ class Scheduler:
             self.stats.placements += len(outcome.placed)
             return
         self.stats.refusals += 1
+        attempt.refused = True
         for rid, host in list(attempt.known.items()):
             if host == outcome.host:
                 del attempt.known[rid]  # not held there: choose afresh
@@ -353,8 +364,8 @@ class Scheduler:
 
     # -- the fleet view --------------------------------------------------------------------
 
-    def _prepare(self, ids: Sequence[str]) -> dict[str, str]:
-        """Sync the view if it is new (or due for a full read), and look up explicit ids."""
+    def prepare(self, ids: Sequence[str] = ()) -> dict[str, str]:
+        """Read the fleet view if it is new (or due for a full read); where explicit ids are."""
         full = not self.view.synced or (
             time.monotonic() - self.view.last_full_read > self.FULL_READ_EVERY
         )
@@ -363,7 +374,7 @@ class Scheduler:
         trip = self.store.trip("reading the fleet view")
         known = self.store.queue_placements(trip, ids) if ids else None
         if full:
-            changes = self.store.queue_changes(trip, 0)
+            changes = self.store.queue_view(trip, since=0)
             count = self.store.queue_host_count(trip)
             cursor = self.store.queue_round_robin_cursor(trip)
         trip.run()
@@ -382,23 +393,22 @@ class Scheduler:
                 self.refresh()  # hosts without a summary (an older writer, a lost publish)
         return {} if known is None else known.get()
 
-    def _queue_view_update(self, trip: Any) -> Any:
+    def _queue_view_update(self, trip: Trip) -> Pending[Changes]:
         """Publish what this scheduler changed, and read what others published, in ``trip``."""
-        if self._unpublished:
-            self.store.queue_publish(trip, list(self._unpublished.values()))
-            self._unpublished = {}
         if self._cursor_dirty and self._cursor is not None:
             trip.command("SET", self.store.keys.round_robin_cursor, self._cursor)
             self._cursor_dirty = False
-        return self.store.queue_changes(trip, self.view.sequence)
+        publish, self._unpublished = list(self._unpublished.values()), {}
+        self._last_exchange = time.monotonic()
+        return self.store.queue_view(trip, since=self.view.sequence, publish=publish)
 
     def _apply_changes(self, changes: Changes) -> None:
         self.view.clock(changes.now)
         if changes.sequence < 0:
             return  # the view's keys are not ours: hints are ignored, the truth is read
         self.view.sequence = changes.sequence
-        for item in changes.summaries:
-            self.view.apply(item.host, item.summary)
+        for host, body in changes.entries:
+            self.view.apply_body(host, body)
 
     def refresh(self) -> None:
         """Bring the view to the stored truth: every known host's own keys, read only.

@@ -23,7 +23,7 @@ from hostsched.codec import BadValue, Summary, decode_summary
 from hostsched.errors import StoreUnavailable
 from hostsched.keys import Keys
 from hostsched.model import Resources
-from hostsched.wire import Pending, Trip, redact, script, text, translated, wrong_type
+from hostsched.wire import Channel, Pending, Trip, redact, script, text, translated, wrong_type
 
 __all__ = ["Store", "redact", "script", "translated"]
 
@@ -115,14 +115,14 @@ class CleanupOutcome:
 class Changes:
     """What the fleet view reported: the server time, its sequence number, new summaries.
 
-    ``sequence`` is -1 when the view's keys hold foreign data (the view is then unusable, and
+    ``entries`` are (host, summary JSON) pairs, decoded by the reader, which can skip those it
+    already has. ``sequence`` is -1 when the view's keys hold foreign data (the view is then
     ignored: it is a hint, never the judge of fit).
     """
 
     now: float
     sequence: int
-    summaries: tuple[Published, ...]
-    problems: tuple[str, ...] = ()
+    entries: tuple[tuple[str, bytes], ...]
 
 
 def _first_line(exc: Exception) -> str:
@@ -138,19 +138,8 @@ def _published(host: str, body: bytes | str) -> Published | None:
 
 
 def _changes(reply: list[Any]) -> Changes:
-    seconds = float(reply[0])
-    sequence = int(reply[1])
-    summaries, problems = [], []
-    for i in range(2, len(reply) - 1, 2):
-        host = text(reply[i])
-        try:
-            found = _published(host, reply[i + 1])
-        except BadValue as exc:
-            problems.append(f"fleet view entry of {host} is not ours ({exc}): ignored")
-            continue
-        if found is not None:
-            summaries.append(found)
-    return Changes(seconds, sequence, tuple(summaries), tuple(problems))
+    entries = tuple((text(reply[i]), reply[i + 1]) for i in range(2, len(reply) - 1, 2))
+    return Changes(float(reply[0]), int(reply[1]), entries)
 
 
 class Store:
@@ -164,6 +153,7 @@ class Store:
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self.client = client
         self.keys = keys
+        self._channel = Channel(client)
 
     @classmethod
     def connect(
@@ -203,11 +193,12 @@ class Store:
         return cls(client, keys)
 
     def close(self) -> None:
+        self._channel.close()
         self.client.close()
 
     def trip(self, what: str = "Redis") -> Trip:
         """A new batch of commands for one round trip."""
-        return Trip(self.client, what)
+        return Trip(self._channel, what)
 
     def _host_keys(self, host: str) -> list[str]:
         """KEYS of reserve, release and cleanup, in their order."""
@@ -259,69 +250,60 @@ class Store:
         ``expected`` (the configured hosts, or the hosts of the last read) lets the per-host reads
         ride in the same round trip as the host set; hosts the set adds are read in a second one.
         """
-        with translated("reading the fleet"):
-            pipe = self.client.pipeline(transaction=False)
-            pipe.time()
-            pipe.smembers(self.keys.hosts)
-            pipe.get(self.keys.round_robin_cursor)
-            names = list(dict.fromkeys(expected))
-            self._queue_host_reads(pipe, names)
-            replies = pipe.execute(raise_on_error=False)
-            clock, members_raw, cursor = replies[:3]
-            if isinstance(clock, Exception):
-                raise clock
-            problems: tuple[str, ...] = ()
-            if wrong_type(members_raw):  # foreign data: the configured hosts remain
-                problems = (self._foreign_hosts_key(members_raw),)
-                members_raw = set()
-            elif isinstance(members_raw, Exception):
-                raise members_raw
-            members = frozenset(text(m) for m in members_raw)
-            hosts = self._raw_hosts(names, replies[3:])
-            extra = sorted(members.difference(names))
-            if extra:
-                pipe = self.client.pipeline(transaction=False)
-                self._queue_host_reads(pipe, extra)
-                hosts += self._raw_hosts(extra, pipe.execute(raise_on_error=False))
-        seconds, micros = clock
+        trip = self.trip("reading the fleet")
+        clock: Pending[list[bytes]] = trip.command("TIME")
+        members = self.queue_host_names(trip)
+        cursor = self.queue_round_robin_cursor(trip)
+        names = list(dict.fromkeys(expected))
+        hosts = self._queue_host_reads(trip, names)
+        trip.run()
+        known, problems = members.get()
+        extra = sorted(known.difference(names))
+        if extra:
+            again = self.trip("reading the fleet")
+            hosts += self._queue_host_reads(again, extra)
+            again.run()
+        seconds, micros = clock.get()
         return RawFleet(
-            now=seconds + micros / 1e6,
-            members=members,
-            hosts=tuple(hosts),
-            round_robin_cursor=None if not isinstance(cursor, bytes) else text(cursor),
+            now=int(seconds) + int(micros) / 1e6,
+            members=known,
+            hosts=tuple(RawHost(name, *(p.get() for p in reads)) for name, reads in hosts),
+            round_robin_cursor=cursor.get(),
             problems=problems,
         )
 
-    def _queue_host_reads(self, pipe: Any, names: Sequence[str]) -> None:
-        for name in names:
-            pipe.get(self.keys.resource(name))
-            pipe.hgetall(self.keys.scheduled(name))
-            pipe.get(self.keys.lock(name))
-            pipe.get(self.keys.generation(name))
-
-    @staticmethod
-    def _raw_hosts(names: Sequence[str], replies: Sequence[Any]) -> list[RawHost]:
-        for reply in replies:
-            if isinstance(reply, RedisError) and not wrong_type(reply):
-                raise reply  # the store failed or refused; WRONGTYPE is one host's bad data
-        return [RawHost(name, *replies[4 * i : 4 * i + 4]) for i, name in enumerate(names)]
+    def _queue_host_reads(
+        self, trip: Trip, names: Sequence[str]
+    ) -> list[tuple[str, tuple[Pending[Any], ...]]]:
+        """Each host's keys, in RawHost's order; a WRONGTYPE is kept as that host's bad data."""
+        k = self.keys
+        return [
+            (name, (
+                trip.command("GET", k.resource(name), parse=_kept, errors=True),
+                trip.command("HGETALL", k.scheduled(name), parse=_mapping, errors=True),
+                trip.command("GET", k.lock(name), parse=_kept, errors=True),
+                trip.command("GET", k.generation(name), parse=_kept, errors=True),
+            ))
+            for name in names
+        ]  # fmt: skip
 
     # -- the fleet view (hints) -----------------------------------------------------------
 
-    def queue_changes(self, trip: Trip, since: int) -> Pending[Changes]:
-        """The summaries published after sequence number ``since`` (0: all of them)."""
-        keys = [self.keys.fleet_summary, self.keys.fleet_changes]
-        return trip.script("changes", keys, [since], parse=_changes)
-
-    def queue_publish(
-        self, trip: Trip, summaries: Sequence[Published], *, force: bool = False
-    ) -> Pending[int]:
-        """Offer summaries to the fleet view; a newer generation already there wins."""
-        args: list[object] = ["1" if force else "0"]
-        for item in summaries:
+    def queue_view(
+        self,
+        trip: Trip,
+        *,
+        since: int | None,
+        publish: Sequence[Published] = (),
+        force: bool = False,
+    ) -> Pending[Changes]:
+        """Offer summaries to the fleet view (a newer generation there wins) and read the
+        summaries published after sequence number ``since`` (0: all; None: none)."""
+        args: list[object] = ["-" if since is None else since, "1" if force else "0"]
+        for item in publish:
             args += [item.host, item.body]
         keys = [self.keys.fleet_summary, self.keys.fleet_changes]
-        return trip.script("publish", keys, args, parse=lambda r: int(r[0]))
+        return trip.script("view", keys, args, parse=_changes)
 
     def queue_placements(self, trip: Trip, ids: Sequence[str]) -> Pending[dict[str, str]]:
         """Where explicit ids were placed (by the index that ``schedule --id`` keeps)."""
@@ -363,8 +345,8 @@ class Store:
             return ReserveOutcome(
                 host=host,
                 status=status,
-                placed=tuple(map(text, reply[3])),
-                existing=tuple(map(text, reply[4])),
+                placed=tuple(map(text, reply[4 : 4 + reply[3]])),
+                existing=tuple(map(text, reply[4 + reply[3] :])),
                 published=published,
                 reason=text(reply[2]) or None,
             )
@@ -439,7 +421,7 @@ class Store:
         """Publish summaries in a round trip of their own (nothing to do for none)."""
         if summaries:
             trip = self.trip("publishing to the fleet view")
-            self.queue_publish(trip, summaries, force=force)
+            self.queue_view(trip, since=None, publish=summaries, force=force)
             trip.run()
 
     def forget_hosts(self, hosts: Sequence[str]) -> None:
@@ -519,7 +501,7 @@ class Store:
             after.command("SADD", self.keys.hosts, *stored, parse=_unless_wrong_type, errors=True)
             fresh = [o.published for o in outcomes.values() if o.published is not None]
             if fresh:
-                self.queue_publish(after, fresh)
+                self.queue_view(after, since=None, publish=fresh)
             after.run()
         return outcomes
 
@@ -527,6 +509,21 @@ class Store:
 def _raise(reply: Any) -> Any:
     if isinstance(reply, Exception):
         raise reply
+    return reply
+
+
+def _kept(reply: Any) -> Any:
+    """A reply as it is, a WRONGTYPE kept as the exception (one host's bad data)."""
+    if isinstance(reply, Exception) and not wrong_type(reply):
+        raise reply
+    return reply
+
+
+def _mapping(reply: Any) -> Any:
+    """HGETALL's reply as a dict (RESP2 sends a flat list), or the WRONGTYPE kept."""
+    reply = _kept(reply)
+    if isinstance(reply, list):
+        return dict(zip(reply[::2], reply[1::2], strict=True))
     return reply
 
 

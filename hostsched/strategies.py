@@ -35,6 +35,16 @@ class Candidate:
     load: Resources
     instances: int = 0
 
+    def has_room(self, request: Resources) -> bool:
+        """True if ``request`` fits in what is left (without building the difference)."""
+        limit, load = self.limit, self.load
+        return (
+            load.cpu + request.cpu <= limit.cpu
+            and load.memory + request.memory <= limit.memory
+            and load.disk + request.disk <= limit.disk
+            and load.gpu + request.gpu <= limit.gpu
+        )
+
 
 @dataclass(frozen=True)
 class Context:
@@ -130,7 +140,7 @@ _STRATEGIES: dict[str, Callable[[Sequence[Candidate], Context], list[Candidate]]
 
 def rank(strategy: str, hosts: Sequence[Candidate], ctx: Context) -> list[Candidate]:
     """The hosts with room for ``ctx.request``, best first by ``strategy``."""
-    fitting = [h for h in hosts if ctx.request.fits_in(h.limit - h.load)]
+    fitting = [h for h in hosts if h.has_room(ctx.request)]
     return _STRATEGIES[strategy](fitting, ctx)
 
 
@@ -144,9 +154,13 @@ def plan(
     each id (round robin moves its cursor, consistent hashing depends on the id).
     """
     request = ctx.request
+    if strategy in SCORES and len(ids) == 1:  # the common case, without building a heap
+        score = SCORES[strategy]
+        fitting = [(score(h, ctx), ctx.rng.random(), h.name) for h in hosts if h.has_room(request)]
+        return [(ids[0], min(fitting)[2])] if fitting else None
     if strategy in SCORES:
         score = SCORES[strategy]
-        current = [h for h in hosts if request.fits_in(h.limit - h.load)]
+        current = [h for h in hosts if h.has_room(request)]
         heap = [(score(h, ctx), ctx.rng.random(), i) for i, h in enumerate(current)]
         heapq.heapify(heap)
         chosen = []
@@ -154,7 +168,7 @@ def plan(
             while heap:
                 _, tiebreak, i = heapq.heappop(heap)
                 host = current[i]
-                if request.fits_in(host.limit - host.load):
+                if host.has_room(request):
                     break
             else:
                 return None  # loads only grow within a plan: a host dropped stays dropped

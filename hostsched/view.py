@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import random
 import time
-from bisect import bisect_left, insort
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
+from heapq import heapify, heappop, heappush
 
-from hostsched.codec import Summary
+from hostsched.codec import BadValue, Summary, decode_summary, summary_generation
 from hostsched.model import Resources
 from hostsched.strategies import SCORES, Candidate, utilisation
 
 #: Candidates handed to a strategy beyond the placements of a batch: the best few, so a
 #: refused reservation has a next choice without another look at the fleet.
-SPARE_CANDIDATES = 8
+SPARE_CANDIDATES = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,27 +70,42 @@ def _order_keys(weights: tuple[float, float, float]) -> dict[str, OrderKey]:
 
 
 class _Order:
-    """Host names sorted by a key, kept sorted as hosts change (bisect, no full sort)."""
+    """Host names by a key, best first, as a heap with lazy deletion.
+
+    A host's update pushes a new entry and leaves the old one to be skipped when it surfaces,
+    so an update costs O(log n) and taking the best few O(few · log n), whatever the fleet.
+    """
 
     def __init__(self, key: OrderKey, salt: Callable[[str], float]) -> None:
         self._key = key
         self._salt = salt  # breaks ties differently in each process, so schedulers spread
-        self._items: list[tuple[float, float, str]] = []
+        self._heap: list[tuple[float, float, str]] = []
         self._entry: dict[str, tuple[float, float, str]] = {}
 
     def update(self, host: ViewHost) -> None:
-        self.remove(host.name)
         entry = (self._key(host.candidate), self._salt(host.name), host.name)
-        insort(self._items, entry)
         self._entry[host.name] = entry
+        heappush(self._heap, entry)
+        if len(self._heap) > 2 * len(self._entry) + 64:  # mostly stale: rebuild
+            self._heap = list(self._entry.values())
+            heapify(self._heap)
 
     def remove(self, name: str) -> None:
-        old = self._entry.pop(name, None)
-        if old is not None:
-            del self._items[bisect_left(self._items, old)]
+        self._entry.pop(name, None)
 
-    def __iter__(self) -> Iterator[str]:
-        return (name for _, _, name in self._items)
+    def best(self) -> Generator[str, None, None]:
+        """Names best first; stop early to pay only for what was taken."""
+        taken = []
+        try:
+            while self._heap:
+                entry = heappop(self._heap)
+                if self._entry.get(entry[2]) is not entry:
+                    continue  # stale
+                taken.append(entry)
+                yield entry[2]
+        finally:
+            for entry in taken:
+                heappush(self._heap, entry)
 
 
 class FleetView:
@@ -109,6 +124,7 @@ class FleetView:
         self._server_time = 0.0
         self._local_time = time.monotonic()
         self.last_full_read = float("-inf")
+        self.problems = 0
 
     # -- keeping current -------------------------------------------------------------------
 
@@ -130,6 +146,19 @@ class FleetView:
         for order in self._orders.values():
             order.update(host)
 
+    def apply_body(self, name: str, body: bytes) -> None:
+        """Take a summary as published, decoding it only if it is newer than the view's."""
+        known = self.hosts.get(name)
+        generation = summary_generation(body)
+        if known is not None and generation is not None and known.generation >= generation:
+            return
+        try:
+            summary = decode_summary(body)
+        except BadValue:
+            self.problems += 1  # not ours: ignored, as the view is a hint
+            return
+        self.apply(name, summary)
+
     def clear(self) -> None:
         self.hosts.clear()
         self._orders.clear()
@@ -144,9 +173,7 @@ class FleetView:
 
     def eligible(self, host: ViewHost, labels: Mapping[str, str], stale_after: float) -> bool:
         """Fresh and carrying every label asked for (fit is the strategy's to judge)."""
-        return self.now() - host.collected_at <= stale_after and all(
-            host.labels.get(k) == v for k, v in labels.items()
-        )
+        return _eligible(host, labels, self.now() - stale_after)
 
     def window(
         self,
@@ -164,22 +191,19 @@ class FleetView:
         strategy's; for best_fit the fullest hosts, re-scored exactly by the strategy). For the
         others: every eligible host.
         """
+        fresh_since = self.now() - stale_after
         if strategy not in self._keys:
-            return [
-                h.candidate for h in self.hosts.values() if self.eligible(h, labels, stale_after)
-            ]
+            return [h.candidate for h in self.hosts.values() if _eligible(h, labels, fresh_since)]
         size = count + SPARE_CANDIDATES
-        order = self._order(strategy)
         found = []
-        for name in order:
+        names = self._order(strategy).best()
+        for name in names:
             host = self.hosts[name]
-            if (
-                request.fits_in(host.candidate.limit - host.candidate.load)
-                and self.eligible(host, labels, stale_after)
-            ):
+            if _eligible(host, labels, fresh_since) and host.candidate.has_room(request):
                 found.append(host.candidate)
                 if len(found) == size:
                     break
+        names.close()  # puts back what was taken
         return found
 
     def _order(self, strategy: str) -> _Order:
@@ -195,3 +219,9 @@ class FleetView:
         if salt is None:
             salt = self._salts[name] = self._rng.random()
         return salt
+
+
+def _eligible(host: ViewHost, labels: Mapping[str, str], fresh_since: float) -> bool:
+    return host.collected_at >= fresh_since and (
+        not labels or all(host.labels.get(k) == v for k, v in labels.items())
+    )

@@ -9,6 +9,8 @@ redis-py error becomes :class:`StoreUnavailable` here.
 from __future__ import annotations
 
 import hashlib
+import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -119,6 +121,30 @@ class Pending(Generic[T]):
         self._value = self._parse(reply)
 
 
+def pack(commands: Sequence[tuple[object, ...]]) -> bytes:
+    """Commands in the Redis protocol (RESP), ready to send in one write.
+
+    The same bytes as redis-py's packer for str, bytes, int and float arguments, several times
+    faster: on a local server, packing was a third of a placement's cost.
+    """
+    out = []
+    for command in commands:
+        out.append(b"*%d\r\n" % len(command))
+        for arg in command:
+            if isinstance(arg, bytes):
+                data = arg
+            elif isinstance(arg, str):
+                data = arg.encode()
+            elif isinstance(arg, int) and not isinstance(arg, bool):
+                data = b"%d" % arg
+            elif isinstance(arg, float):
+                data = repr(arg).encode()
+            else:
+                raise TypeError(f"cannot send {type(arg).__name__} to Redis")
+            out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
 def _raise(reply: Any) -> Any:
     if isinstance(reply, Exception):
         raise reply
@@ -132,8 +158,8 @@ class Trip:
     ``errors=True`` (the parser then sees the exception, e.g. to contain a WRONGTYPE).
     """
 
-    def __init__(self, client: redis.Redis, what: str = "Redis") -> None:
-        self._client = client
+    def __init__(self, channel: Channel, what: str = "Redis") -> None:
+        self._channel = channel
         self._what = what
         self._commands: list[tuple[object, ...]] = []
         self._scripts: list[Script | None] = []
@@ -178,7 +204,7 @@ class Trip:
         if not self._commands:
             return
         with translated(self._what):
-            replies = self._send(self._commands)
+            replies = self._channel.exchange(self._commands)
             missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
             if missing:
                 # A script that was not loaded did nothing, so running just those again is safe.
@@ -187,7 +213,8 @@ class Trip:
                     ("SCRIPT", "LOAD", s.text) for s in loads if s is not None
                 ]
                 again += [self._commands[i] for i in missing]
-                for i, reply in zip(missing, self._send(again)[len(loads) :], strict=True):
+                rerun = self._channel.exchange(again)[len(loads) :]
+                for i, reply in zip(missing, rerun, strict=True):
                     replies[i] = reply
             for reply, errors in zip(replies, self._errors, strict=True):
                 if isinstance(reply, Exception) and not errors:
@@ -195,25 +222,54 @@ class Trip:
             for pending, reply in zip(self._pending, replies, strict=True):
                 pending._set(reply)
 
-    def _send(self, commands: Sequence[tuple[object, ...]]) -> list[Any]:
-        pool = self._client.connection_pool
-        for attempt in range(ATTEMPTS):
-            connection: Any = pool.get_connection()  # redis-py's connection is untyped
-            try:
-                connection.send_packed_command(connection.pack_commands(commands))
-                replies: list[Any] = []
-                for _ in commands:
-                    try:
-                        replies.append(connection.read_response())
-                    except ResponseError as exc:
-                        replies.append(exc)
-                return replies
-            except (ConnectionError, TimeoutError):
-                # The server may or may not have run the commands; all are idempotent.
-                connection.disconnect()
-                if attempt == ATTEMPTS - 1:
+
+
+class Channel:
+    """One connection of a client's pool, kept while the store is open, used by one thread at
+    a time.
+
+    Taking a connection from the pool and giving it back for every round trip cost more than
+    packing the commands. Threads (collect reads hosts in parallel) take turns: their round
+    trips are short next to what they wait for.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._lock = threading.Lock()
+        self._connection: Any = None  # redis-py's connections are untyped
+
+    def exchange(self, commands: Sequence[tuple[object, ...]]) -> list[Any]:
+        """Send the commands in one write and read every reply (errors as exceptions)."""
+        with self._lock:
+            for attempt in range(ATTEMPTS):
+                connection = self._connect()
+                try:
+                    connection.send_packed_command([pack(commands)])
+                    replies: list[Any] = []
+                    for _ in commands:
+                        try:
+                            replies.append(connection.read_response())
+                        except ResponseError as exc:
+                            replies.append(exc)
+                    return replies
+                except (ConnectionError, TimeoutError):
+                    # The server may or may not have run the commands; all are idempotent.
+                    connection.disconnect()
+                    if attempt == ATTEMPTS - 1:
+                        raise
+                    time.sleep(min(0.25, 0.01 * 2**attempt))
+                except BaseException:
+                    connection.disconnect()  # replies may be left unread: never reuse it
                     raise
-                time.sleep(min(0.25, 0.01 * 2**attempt))
-            finally:
-                pool.release(connection)
-        raise AssertionError("unreachable")
+            raise AssertionError("unreachable")
+
+    def _connect(self) -> Any:
+        if self._connection is None or self._connection.pid != os.getpid():
+            self._connection = self.client.connection_pool.get_connection()
+        return self._connection
+
+    def close(self) -> None:
+        with self._lock:
+            if self._connection is not None and self._connection.pid == os.getpid():
+                self.client.connection_pool.release(self._connection)
+            self._connection = None

@@ -31,13 +31,20 @@ local function vector(t)
   return out
 end
 
--- The host's actual resources: host table, limit (capacity x overcommit), used; or nil and a
--- status ('missing' or 'corrupt') with a reason.
+-- A command's reply, or nil and the error if the key holds another type (not ours).
+local function call(...)
+  local reply = redis.pcall(...)
+  if type(reply) == 'table' and reply.err then return nil, reply.err end
+  return reply
+end
+
+-- The host's actual resources: host table with limit (capacity x overcommit) and used_v; or
+-- nil, a status ('missing' or 'corrupt') and a reason.
 local function load_actual(key)
-  local k = kind(key)
-  if k == 'none' then return nil, 'missing', 'no actual resources stored' end
-  if k ~= 'string' then return nil, 'corrupt', 'actual resources are a ' .. k end
-  local ok, host = pcall(cjson.decode, redis.call('GET', key))
+  local raw, err = call('GET', key)
+  if err then return nil, 'corrupt', 'actual resources are not a string' end
+  if not raw then return nil, 'missing', 'no actual resources stored' end
+  local ok, host = pcall(cjson.decode, raw)
   if not ok or type(host) ~= 'table' or host.v ~= 1 then
     return nil, 'corrupt', 'actual resources do not parse'
   end
@@ -67,25 +74,27 @@ end
 -- Sums of the live reservations, after checking the keys are ours and rebuilding the sums and
 -- expiry index if they disagree with the entries. Returns sums, or nil and a reason.
 local function load_sums(scheduled, reserved, expiry)
-  local sk, rk, ek = kind(scheduled), kind(reserved), kind(expiry)
-  if sk ~= 'none' and sk ~= 'hash' then return nil, 'reservations are a ' .. sk end
-  if (rk ~= 'none' and rk ~= 'hash') or (ek ~= 'none' and ek ~= 'zset') then
-    return nil, 'reservation sums or expiry index are not ours'
-  end
-  local count = redis.call('HLEN', scheduled)
+  local count, bad = call('HLEN', scheduled)
+  if bad then return nil, 'reservations are not a hash' end
+  local indexed, bad_index = call('ZCARD', expiry)
+  local stored, bad_sums = call('HMGET', reserved, 'cpu', 'memory', 'disk', 'gpu')
+  if bad_index or bad_sums then return nil, 'reservation sums or expiry index are not ours' end
   local sums = {0, 0, 0, 0}
-  if count > 0 and count == redis.call('ZCARD', expiry) and rk == 'hash' then
-    local stored = redis.call('HMGET', reserved, 'cpu', 'memory', 'disk', 'gpu')
-    local good = true
+  if count == 0 then
+    if indexed > 0 or stored[1] or stored[2] or stored[3] or stored[4] then
+      redis.call('DEL', reserved, expiry)
+    end
+    return sums
+  end
+  if count == indexed then
+    local good = false
     for d = 1, 4 do
-      sums[d] = tonumber(stored[d])
-      if not sums[d] or sums[d] < 0 then good = false end
+      if stored[d] then good = true end  -- a dimension never reserved has no field
+      sums[d] = tonumber(stored[d] or 0)
+      if not sums[d] or sums[d] < 0 then good = false; break end
     end
     if good then return sums end
     sums = {0, 0, 0, 0}
-  elseif count == 0 then
-    if rk ~= 'none' or ek ~= 'none' then redis.call('DEL', reserved, expiry) end
-    return sums
   end
   -- Rebuild from the entries: O(entries), only after the keys disagreed.
   local entries = redis.call('HGETALL', scheduled)
@@ -156,22 +165,17 @@ local function expire(scheduled, reserved, expiry, sums, now, ttl)
   return #drop(scheduled, reserved, expiry, sums, old)
 end
 
-local function bump(gen)
-  local gk = kind(gen)
-  if gk ~= 'none' and gk ~= 'string' then return nil end
-  local current = redis.call('GET', gen)
-  if current and not string.match(current, '^%d+$') then return nil end
-  return redis.call('INCR', gen)
-end
-
+-- The generation counter, or nil if the key is not a counter (not ours).
 local function current_generation(gen)
-  local gk = kind(gen)
-  if gk == 'none' then return 0 end
-  if gk ~= 'string' then return nil end
-  local current = redis.call('GET', gen)
+  local current, err = call('GET', gen)
+  if err then return nil end
+  if not current then return 0 end
   if not string.match(current, '^%d+$') then return nil end
   return tonumber(current)
 end
+
+-- Count a change of the host's state (after current_generation found the counter good).
+local function bump(gen) return redis.call('INCR', gen) end
 
 -- The host's summary for the fleet view: what a scheduler needs to choose it, as JSON whose
 -- first member is the generation (the fleet script orders summaries by it without decoding).

@@ -9,7 +9,8 @@
 -- ARGV[2]  seconds after which the actual resources are stale
 -- ARGV[3..] five per reservation: id, cpu millicores, memory bytes, disk bytes, gpus
 --
--- Returns {status, summary, reason, placed ids, existing ids}; status is one of
+-- Returns {status, summary, reason, n, n placed ids..., existing ids...} (flat, as it is cheaper
+-- to read than nested replies); status is one of
 --   ok       the batch is reserved (ids already held, or already instances, are "existing")
 --   full     the batch does not fit: nothing written
 --   stale    actual resources older than ARGV[2]: nothing written
@@ -22,15 +23,15 @@ local now, stamp = server_time()
 local ttl, stale_after = tonumber(ARGV[1]), tonumber(ARGV[2])
 
 local host, status, reason = load_actual(KEYS[1])
-if not host then return {status, '', reason, {}, {}} end
+if not host then return {status, '', reason, 0} end
 local sums, bad = load_sums(KEYS[2], KEYS[3], KEYS[4])
-if not sums then return {'corrupt', '', bad, {}, {}} end
+if not sums then return {'corrupt', '', bad, 0} end
 local generation = current_generation(KEYS[5])
-if not generation then return {'corrupt', '', 'generation is not a counter', {}, {}} end
+if not generation then return {'corrupt', '', 'generation is not a counter', 0} end
 
 if expire(KEYS[2], KEYS[3], KEYS[4], sums, now, ttl) > 0 then generation = bump(KEYS[5]) end
 if now - host.collected_at > stale_after then
-  return {'stale', summary(generation, host, sums), 'actual resources are stale', {}, {}}
+  return {'stale', summary(generation, host, sums), 'actual resources are stale', 0}
 end
 
 local is_instance = {}
@@ -51,7 +52,7 @@ end
 local limit, used = host.limit, host.used_v
 for d = 1, 4 do
   if used[d] + sums[d] + wanted[d] > limit[d] then
-    return {'full', summary(generation, host, sums), '', {}, {}}
+    return {'full', summary(generation, host, sums), '', 0}
   end
 end
 
@@ -68,10 +69,13 @@ end
 if #placed > 0 then
   for d = 1, 4 do
     sums[d] = sums[d] + wanted[d]
-    if wanted[d] > 0 then redis.call('HINCRBY', KEYS[3], DIMS[d], wanted[d]) end
+    if wanted[d] > 0 or d == 1 then redis.call('HINCRBY', KEYS[3], DIMS[d], wanted[d]) end
   end
   local ms = math.ceil(ttl * 1000)
   for k = 2, 4 do redis.call('PEXPIRE', KEYS[k], ms) end
   generation = bump(KEYS[5])
 end
-return {'ok', summary(generation, host, sums), '', placed, existing}
+local reply = {'ok', summary(generation, host, sums), '', #placed}
+for _, id in ipairs(placed) do reply[#reply + 1] = id end
+for _, id in ipairs(existing) do reply[#reply + 1] = id end
+return reply

@@ -26,8 +26,8 @@ def test_bench_counts_overcommitted_hosts(redis_url: str, monkeypatch) -> None: 
     """A reservation written past capacity behind the scripts' back is found and counted."""
     original = bench._work
 
-    def sabotage(job: bench._Worker) -> tuple[list[float], int, int]:
-        outcome = original(job)
+    def sabotage(job: bench._Worker, ready):  # type: ignore[no-untyped-def]
+        outcome = original(job, ready)
         store = Store.connect(job.url, keys=bench.Keys(job.config.redis.prefix))
         store.client.hset(
             store.keys.scheduled(job.host_names[0]),
@@ -42,6 +42,9 @@ def test_bench_counts_overcommitted_hosts(redis_url: str, monkeypatch) -> None: 
         Config(redis=RedisConfig(url=redis_url)), redis_url, BenchSettings(hosts=3, placements=5)
     )
     assert result.overcommitted_hosts == 1 and result.reservations == 6
+    # The entry was written behind the scripts' back: the sums no longer match it, and it is
+    # not one of the placements made.
+    assert result.sums_mismatched_hosts == 1 and result.lost_or_doubled == 1
 
 
 def test_host_size_leaves_headroom() -> None:
