@@ -102,7 +102,7 @@ def _work(job: _Worker, ready: Callable[[], None]) -> _Outcome:
         job.url, keys=Keys(job.config.redis.prefix), password=job.password,
         timeout=job.config.redis.timeout,
     )  # fmt: skip
-    scheduler = Scheduler(job.config, store, expected=job.host_names, defer_publish=True)
+    scheduler = Scheduler(job.config, store, expected=job.host_names, long_lived=True)
     request = Request(job.settings.request)
     latencies: list[float] = []
     placed: list[str] = []

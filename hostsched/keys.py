@@ -17,6 +17,7 @@ key                            holds                                            
 ``P:cursor:round_robin``       last host chosen by ``round_robin`` (a hint only)           none
 ``P:{fleet}:summary``          fleet view: host -> summary JSON (a hint only)              none
 ``P:{fleet}:changes``          fleet view: host -> sequence number of its last change      none
+``P:{fleet}:load``             fleet view: host -> utilisation, to find the ends quickly    none
 ``P:placement:ID``             host of an explicit reservation id (``--id``; a hint only)  24 h
 =============================  ==========================================================  =========
 
@@ -65,6 +66,10 @@ class Keys:
     @property
     def fleet_changes(self) -> str:
         return f"{self.prefix}:{{fleet}}:changes"
+
+    @property
+    def fleet_load(self) -> str:
+        return f"{self.prefix}:{{fleet}}:load"
 
     @property
     def hosts(self) -> str:

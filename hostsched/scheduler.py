@@ -33,7 +33,7 @@ from hostsched.model import HostSnapshot, HostStatus, Placement, Plan, Request, 
 from hostsched.quantity import format_bytes, format_cpu
 from hostsched.snapshot import Fleet, fleet_snapshot
 from hostsched.store import Changes, Published, ReserveOutcome, Store
-from hostsched.strategies import STRATEGY_NAMES, Context, plan
+from hostsched.strategies import SCORES, STRATEGY_NAMES, Context, plan
 from hostsched.view import FleetView
 from hostsched.wire import Pending, Trip
 
@@ -121,9 +121,10 @@ class _Attempt:
 class Scheduler:
     """hostsched's operations on one store, configured by one Config.
 
-    ``defer_publish``: keep the summaries this scheduler changed until its next round trip (or
-    :meth:`flush`) instead of publishing them at once; for long-lived schedulers, where it
-    saves a round trip per placement.
+    ``long_lived``: for a scheduler that places many times (bench, a service). It reads the
+    whole fleet view once and keeps the summaries it changed until its next round trip (or
+    :meth:`flush`), saving a round trip per placement. A one-shot scheduler (the CLI) reads
+    only the part of the view its strategy needs, and publishes its changes before it returns.
     """
 
     #: A long-lived scheduler reads the whole fleet view again this often (seconds), to drop
@@ -133,6 +134,9 @@ class Scheduler:
     #: trip of a reservation: placements faster than that share one exchange. After a refusal
     #: it exchanges at once.
     EXCHANGE_EVERY = 0.002
+    #: A one-shot scheduler reads this many of the least and of the most loaded hosts (plus two
+    #: per placement).
+    ENDS = 32
 
     def __init__(
         self,
@@ -141,12 +145,12 @@ class Scheduler:
         *,
         rng: random.Random | None = None,
         expected: Sequence[str] = (),
-        defer_publish: bool = False,
+        long_lived: bool = False,
     ) -> None:
         self.config = config
         self.store = store
         self.rng = rng or random.Random()
-        self.defer_publish = defer_publish
+        self.long_lived = long_lived
         self.stats = SchedulerStats()
         weights = config.weights
         self.view = FleetView(weights=(weights.cpu, weights.memory, weights.disk), rng=self.rng)
@@ -197,7 +201,7 @@ class Scheduler:
             raise UsageError("--cpu must be more than 0")
         wanted = reservation_ids(ids, count)
         # Only explicit ids can be retried by another process, so only they are looked up.
-        known = self.prepare(wanted if ids else ())
+        known = self.prepare(wanted if ids else (), request, strategy, count)
         attempt = _Attempt(request, strategy, list(wanted), bool(ids), known)
         try:
             self._place(attempt, dry_run)
@@ -205,7 +209,7 @@ class Scheduler:
             self._undo(attempt.placed_now)
             raise
         finally:
-            if not self.defer_publish:
+            if not self.long_lived:
                 self.flush()
         return Plan(strategy, tuple(attempt.done[rid] for rid in wanted), dry_run)
 
@@ -364,32 +368,45 @@ class Scheduler:
 
     # -- the fleet view --------------------------------------------------------------------
 
-    def prepare(self, ids: Sequence[str] = ()) -> dict[str, str]:
-        """Read the fleet view if it is new (or due for a full read); where explicit ids are."""
-        full = not self.view.synced or (
-            time.monotonic() - self.view.last_full_read > self.FULL_READ_EVERY
+    def prepare(self, ids: Sequence[str] = (), request: Request | None = None,
+                strategy: str | None = None, count: int = 1) -> dict[str, str]:  # fmt: skip
+        """Read the fleet view if it is new (or due for a full read); where explicit ids are.
+
+        A long-lived scheduler reads every host's summary once. A one-shot scheduler choosing
+        by a scored strategy without labels reads only the least and most loaded few: the
+        ones such a strategy picks from, so its cost does not grow with the fleet. If none of
+        them has room, :meth:`refresh` reads every host before the request is refused.
+        """
+        full = (
+            not self.view.synced
+            or not self.long_lived  # each call of a one-shot scheduler reads afresh
+            or time.monotonic() - self.view.last_full_read > self.FULL_READ_EVERY
         )
         if not full and not ids:
             return {}
         trip = self.store.trip("reading the fleet view")
         known = self.store.queue_placements(trip, ids) if ids else None
         if full:
-            changes = self.store.queue_view(trip, since=0)
-            count = self.store.queue_host_count(trip)
+            partial = (
+                not self.long_lived
+                and strategy in SCORES
+                and (request is None or not request.labels)
+            )
+            read = f"ends:{self.ENDS + 2 * count}" if partial else "all"
+            changes = self.store.queue_view(trip, read=read)
+            count_stored = self.store.queue_host_count(trip)
             cursor = self.store.queue_round_robin_cursor(trip)
         trip.run()
         self.stats.round_trips += 1
         if full:
             self.view.clear()
-            self._apply_changes(changes.get())
+            read_changes = changes.get()
+            self._apply_changes(read_changes)
             self.view.synced = True
             self.view.last_full_read = time.monotonic()
             self._cursor = cursor.get()
-            stored = count.get()
-            configured = {h.name for h in self.config.hosts}
-            if (stored is not None and stored > len(self.view.hosts)) or not configured.issubset(
-                self.view.hosts
-            ):
+            stored = count_stored.get()
+            if stored is not None and stored > read_changes.hosts:
                 self.refresh()  # hosts without a summary (an older writer, a lost publish)
         return {} if known is None else known.get()
 
@@ -400,7 +417,8 @@ class Scheduler:
             self._cursor_dirty = False
         publish, self._unpublished = list(self._unpublished.values()), {}
         self._last_exchange = time.monotonic()
-        return self.store.queue_view(trip, since=self.view.sequence, publish=publish)
+        read = f"since:{self.view.sequence}" if self.long_lived else "-"
+        return self.store.queue_view(trip, read=read, publish=publish)
 
     def _apply_changes(self, changes: Changes) -> None:
         self.view.clock(changes.now)

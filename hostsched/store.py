@@ -19,7 +19,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-from hostsched.codec import BadValue, Summary, decode_summary
+from hostsched.codec import BadValue, Summary, decode_summary, load_of
 from hostsched.errors import StoreUnavailable
 from hostsched.keys import Keys
 from hostsched.model import Resources
@@ -57,6 +57,11 @@ class Published:
     host: str
     body: str
     summary: Summary
+
+    @property
+    def load(self) -> float:
+        """The host's place in the view's load index: utilisation by the default weights."""
+        return load_of(self.summary)
 
 
 @dataclass(frozen=True)
@@ -122,6 +127,7 @@ class Changes:
 
     now: float
     sequence: int
+    hosts: int  # in the view, whatever was read
     entries: tuple[tuple[str, bytes], ...]
 
 
@@ -138,8 +144,8 @@ def _published(host: str, body: bytes | str) -> Published | None:
 
 
 def _changes(reply: list[Any]) -> Changes:
-    entries = tuple((text(reply[i]), reply[i + 1]) for i in range(2, len(reply) - 1, 2))
-    return Changes(float(reply[0]), int(reply[1]), entries)
+    entries = tuple((text(reply[i]), reply[i + 1]) for i in range(3, len(reply) - 1, 2))
+    return Changes(float(reply[0]), int(reply[1]), int(reply[2]), entries)
 
 
 class Store:
@@ -293,16 +299,19 @@ class Store:
         self,
         trip: Trip,
         *,
-        since: int | None,
+        read: str = "-",
         publish: Sequence[Published] = (),
         force: bool = False,
     ) -> Pending[Changes]:
-        """Offer summaries to the fleet view (a newer generation there wins) and read the
-        summaries published after sequence number ``since`` (0: all; None: none)."""
-        args: list[object] = ["-" if since is None else since, "1" if force else "0"]
+        """Offer summaries to the fleet view (a newer generation there wins) and read from it.
+
+        ``read``: "-" nothing, "all", "since:N" (what was published after sequence number N),
+        or "ends:K" (the K least and K most loaded hosts, by the default weights).
+        """
+        args: list[object] = [read, "1" if force else "0"]
         for item in publish:
-            args += [item.host, item.body]
-        keys = [self.keys.fleet_summary, self.keys.fleet_changes]
+            args += [item.host, round(item.load, 6), item.body]
+        keys = [self.keys.fleet_summary, self.keys.fleet_changes, self.keys.fleet_load]
         return trip.script("view", keys, args, parse=_changes)
 
     def queue_placements(self, trip: Trip, ids: Sequence[str]) -> Pending[dict[str, str]]:
@@ -421,7 +430,7 @@ class Store:
         """Publish summaries in a round trip of their own (nothing to do for none)."""
         if summaries:
             trip = self.trip("publishing to the fleet view")
-            self.queue_view(trip, since=None, publish=summaries, force=force)
+            self.queue_view(trip, publish=summaries, force=force)
             trip.run()
 
     def forget_hosts(self, hosts: Sequence[str]) -> None:
@@ -429,7 +438,8 @@ class Store:
         if hosts:
             trip = self.trip()
             for key, command in ((self.keys.hosts, "SREM"), (self.keys.fleet_summary, "HDEL"),
-                                 (self.keys.fleet_changes, "ZREM")):  # fmt: skip
+                                 (self.keys.fleet_changes, "ZREM"),
+                                 (self.keys.fleet_load, "ZREM")):  # fmt: skip
                 trip.command(command, key, *hosts, parse=_unless_wrong_type, errors=True)
             trip.run()
 
@@ -501,7 +511,7 @@ class Store:
             after.command("SADD", self.keys.hosts, *stored, parse=_unless_wrong_type, errors=True)
             fresh = [o.published for o in outcomes.values() if o.published is not None]
             if fresh:
-                self.queue_view(after, since=None, publish=fresh)
+                self.queue_view(after, publish=fresh)
             after.run()
         return outcomes
 

@@ -64,7 +64,7 @@ def test_one_shot_placement_costs_three_round_trips_whatever_the_fleet(
 def test_long_lived_scheduler_costs_one_round_trip_per_placement(store: Store) -> None:
     config = fleet_config(*(static(f"hv-{i:03d}", 8) for i in range(50)))
     collect(config, store)
-    scheduler = Scheduler(config, store, defer_publish=True)
+    scheduler = Scheduler(config, store, long_lived=True)
     scheduler.schedule(cpu(1))
     with round_trips() as sent:
         for _ in range(20):
@@ -92,11 +92,12 @@ def test_count_is_all_or_nothing(two_hosts: Scheduler) -> None:
 
 
 def test_stale_view_is_refused_by_script_and_next_host_used(two_hosts: Scheduler) -> None:
-    two_hosts.schedule(cpu(1), dry_run=True)  # the view is read now ...
-    other = Scheduler(two_hosts.config, two_hosts.store)
-    other.schedule(cpu(7), ids=["filler"])  # ... and hv-a filled behind its back
-    plan = two_hosts.schedule(cpu(2), ids=["late"])
-    assert plan.placements[0].host == "hv-b" and two_hosts.stats.refusals == 1
+    mine = Scheduler(two_hosts.config, two_hosts.store, long_lived=True)
+    mine.EXCHANGE_EVERY = 3600  # so it does not hear of the filler before it reserves
+    mine.schedule(cpu(1), dry_run=True)  # the view is read now ...
+    two_hosts.schedule(cpu(7), ids=["filler"])  # ... and hv-a filled behind its back
+    plan = mine.schedule(cpu(2), ids=["late"])
+    assert plan.placements[0].host == "hv-b" and mine.stats.refusals == 1
     assert reserved(two_hosts.store, "hv-a") == {"filler"}
 
 
