@@ -26,7 +26,10 @@ def main() -> None:
     url, prefix, name, strategy, count, seed, start_file = sys.argv[1:8]
     config = replace(Config(redis=RedisConfig(url=url, prefix=prefix)), reservation_ttl=600)
     store = Store.connect(url, keys=Keys(prefix))
-    scheduler = Scheduler(config, store, rng=random.Random(int(seed)))
+    # Odd seeds run a long-lived scheduler (a kept view, deferred publishing), even ones a
+    # one-shot scheduler per call's worth (the CLI's way): both must hold the invariant.
+    long_lived = int(seed) % 2 == 1
+    scheduler = Scheduler(config, store, rng=random.Random(int(seed)), long_lived=long_lived)
     rng = random.Random(int(seed))
     while not os.path.exists(start_file):
         time.sleep(0.001)
@@ -49,6 +52,7 @@ def main() -> None:
             continue
         placed.update({p.id: p.host for p in plan.placements})
         size, batch = rng.choice(SIZES), int(count)
+    scheduler.flush()
     print(json.dumps({"placed": placed, "refused": refused}))
 
 

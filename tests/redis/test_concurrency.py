@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from hostsched.bench import check_fleet
 from hostsched.collect import collect
 from hostsched.config import Config, HostConfig, RedisConfig, StaticHost
 from hostsched.keys import Keys
@@ -80,6 +81,9 @@ def test_processes_fill_fleet_without_overcommit(
     assert stored == claimed  # nothing lost, nothing counted twice, nothing unclaimed
     for host in fleet.hosts:
         assert (host.used + host.reserved).fits_in(host.limit), f"{host.name} overcommitted"
+    # The scripts judge fit by each host's running sums: they must equal its entries.
+    check = check_fleet(Scheduler(config, store), list(claimed))
+    assert (check.sums_mismatched, check.lost_or_doubled, check.overcommitted) == (0, 0, 0)
     # Nothing is released here, so free capacity only shrinks: a request refused at any moment
     # must still be impossible now, or the refusal was wrong.
     for size, batch in (tuple(r) for result in results for r in result["refused"]):

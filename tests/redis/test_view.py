@@ -1,0 +1,183 @@
+"""Running sums, the expiry index and the fleet view, against a real redis-server."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import redis
+
+from hostsched.codec import decode_summary
+from hostsched.collect import collect
+from hostsched.model import Resources
+from hostsched.scheduler import Scheduler
+from hostsched.store import Published, Store
+from tests.redis.test_scheduler import cpu, fleet_config, static
+from tests.redis.test_store import HOST, G, put_host, reserve
+
+
+def sums(store: Store, host: str = HOST) -> Resources:
+    raw = store.client.hmget(store.keys.reserved(host), "cpu", "memory", "disk", "gpu")
+    return Resources(*(int(v or 0) for v in raw))
+
+
+def entries_total(store: Store, host: str = HOST) -> Resources:
+    total = Resources()
+    for value in store.client.hvals(store.keys.scheduled(host)):
+        entry = json.loads(value)
+        total = total + Resources(entry["cpu"], entry["memory"], entry["disk"], entry["gpu"])
+    return total
+
+
+def commands_run(client: redis.Redis) -> dict[str, int]:
+    return {
+        name.removeprefix("cmdstat_"): stats["calls"]
+        for name, stats in client.info("commandstats").items()
+    }
+
+
+def test_sums_follow_reserve_release_expiry_and_reconciliation(store: Store) -> None:
+    put_host(store, capacity=Resources(64_000, 64 * G, 1000 * G, 2))
+    reserve(store, ("a", Resources(1000, G)), ("b", Resources(2000, 2 * G, 5 * G, 1)))
+    assert sums(store) == entries_total(store) == Resources(3000, 3 * G, 5 * G, 1)
+    assert store.release({HOST: ["a"]}) == {HOST: ("a",)}
+    assert sums(store) == entries_total(store) == Resources(2000, 2 * G, 5 * G, 1)
+    reserve(store, ("short", Resources(500)), ttl=0.05)
+    time.sleep(0.06)
+    outcome = reserve(store, ("c", Resources(1000)), ttl=0.05)  # prunes b and short first
+    assert outcome.status == "ok" and outcome.reserved == Resources(1000)
+    assert sums(store) == entries_total(store) == Resources(1000)
+    put_host(store, capacity=Resources(64_000, 64 * G, 1000 * G, 2), names=("c",))
+    assert sums(store) == entries_total(store) == Resources()
+
+
+def test_reserve_does_not_read_every_reservation(store: Store) -> None:
+    put_host(store, capacity=Resources(10**9, 10**15, 10**15))
+    for i in range(200):
+        reserve(store, (f"r{i}", Resources(1000, G)))
+    store.client.config_resetstat()
+    for i in range(20):
+        assert reserve(store, (f"more{i}", Resources(1000, G))).status == "ok"
+    used = commands_run(store.client)
+    assert "hgetall" not in used and "hvals" not in used and "hkeys" not in used
+    assert used["evalsha"] == 20
+
+
+def test_sums_are_rebuilt_when_entries_change_behind_our_back(store: Store) -> None:
+    put_host(store)
+    reserve(store, ("a", Resources(1000, G)))
+    rogue = {"cpu": 3000, "memory": 0, "disk": 0, "gpu": 0, "t": store.ping()}
+    store.client.hset(store.keys.scheduled(HOST), "rogue", json.dumps(rogue))
+    outcome = reserve(store, ("b", Resources(1000)))  # 4000 = 1000 + 3000: no room
+    assert outcome.status == "full" and outcome.reserved == Resources(4000, G)
+    assert sums(store) == entries_total(store) == Resources(4000, G)
+    store.client.delete(store.keys.reserved(HOST))  # a lost sums key is rebuilt too
+    assert reserve(store, ("c", Resources(0, G))).reserved == Resources(4000, 2 * G)
+
+
+def test_foreign_sums_or_index_make_the_host_corrupt(store: Store) -> None:
+    put_host(store)
+    store.client.set(store.keys.expiry(HOST), "not a zset")
+    outcome = reserve(store, ("a", Resources(1000)))
+    assert outcome.status == "corrupt" and store.client.get(store.keys.expiry(HOST))
+
+
+def test_every_change_bumps_the_generation_and_returns_the_summary(store: Store) -> None:
+    put_host(store)
+    first = reserve(store, ("a", Resources(1000)))
+    second = reserve(store, ("b", Resources(1000)))
+    again = reserve(store, ("b", Resources(1000)))  # idempotent: nothing changed
+    assert first.published and second.published and again.published
+    generations = [o.published.summary.generation for o in (first, second, again)]
+    assert generations[0] < generations[1] == generations[2]
+    summary = second.published.summary
+    assert summary.limit == Resources(4000, 8 * G, 100 * G, 1)
+    assert summary.reserved == Resources(2000) and summary.labels == {"zone": "a"}
+    assert decode_summary(second.published.body) == summary
+
+
+def publish(store: Store, *items: Published, force: bool = False, read: str = "-") -> object:
+    trip = store.trip()
+    changes = store.queue_view(trip, read=read, publish=items, force=force)
+    trip.run()
+    return changes.get()
+
+
+def test_view_keeps_the_newest_generation(store: Store) -> None:
+    put_host(store)
+    older = reserve(store, ("a", Resources(1000))).published
+    newer = reserve(store, ("b", Resources(1000))).published
+    assert older and newer
+    publish(store, newer)
+    publish(store, older)  # arrives late: ignored
+    stored = store.client.hget(store.keys.fleet_summary, HOST)
+    assert stored is not None and decode_summary(stored) == newer.summary
+    publish(store, older, force=True)  # a reading of the truth always wins
+    stored = store.client.hget(store.keys.fleet_summary, HOST)
+    assert stored is not None and decode_summary(stored) == older.summary
+
+
+def test_view_reads_changes_since_a_sequence_number_and_the_ends(store: Store) -> None:
+    for name in ("h0", "h1", "h2", "h3"):
+        put_host(store, name)  # collect publishes each host
+    trip = store.trip()
+    everything = store.queue_view(trip, read="all")
+    trip.run()
+    assert {h for h, _ in everything.get().entries} == {"h0", "h1", "h2", "h3"}
+    seen = everything.get().sequence
+    busy = store.reserve({"h2": [("x", Resources(3000))]}, reservation_ttl=60, stale_after=60)
+    summary = busy["h2"].published
+    assert summary is not None
+    publish(store, summary)
+    trip = store.trip()
+    since = store.queue_view(trip, read=f"since:{seen}")
+    ends = store.queue_view(trip, read="ends:1")
+    trip.run()
+    assert [h for h, _ in since.get().entries] == ["h2"]
+    least, most = [h for h, _ in ends.get().entries]
+    assert least in {"h0", "h1", "h3"} and most == "h2"
+    assert since.get().hosts == 4
+
+
+def test_foreign_view_keys_are_ignored_and_left_alone(store: Store) -> None:
+    put_host(store)
+    store.client.delete(store.keys.fleet_changes)
+    store.client.set(store.keys.fleet_changes, "mine")
+    outcome = reserve(store, ("a", Resources(1000)))
+    assert outcome.published
+    changes = publish(store, outcome.published, read="all")
+    assert changes.sequence == -1 and not changes.entries  # type: ignore[attr-defined]
+    assert store.client.get(store.keys.fleet_changes) == b"mine"
+
+
+def test_schedule_works_whatever_the_view_says(store: Store) -> None:
+    """The view is a hint: lost, foreign or wrong, it never blocks a placement that fits."""
+    config = fleet_config(static("hv-a", 8), static("hv-b", 8))
+    collect(config, store)
+    store.client.delete(store.keys.fleet_summary, store.keys.fleet_load)  # lost
+    assert Scheduler(config, store).schedule(cpu(8)).placements[0].host in {"hv-a", "hv-b"}
+    Scheduler(config, store).schedule(cpu(8))  # both full now, and the view says so
+    stale = store.client.hgetall(store.keys.fleet_summary)
+    for host in ("hv-a", "hv-b"):
+        store.release({host: ids_on(store, host)})
+    store.client.hset(store.keys.fleet_summary, mapping=stale)  # as if the news were lost
+    store.client.hset(store.keys.fleet_summary, "hv-b", b"{not ours")
+    assert Scheduler(config, store).schedule(cpu(8)).placements  # the truth is read instead
+    store.client.delete(store.keys.fleet_changes)
+    store.client.set(store.keys.fleet_changes, "foreign")
+    assert Scheduler(config, store, long_lived=True).schedule(cpu(1)).placements
+
+
+def test_one_shot_reads_only_the_ends_of_a_large_fleet(store: Store) -> None:
+    config = fleet_config(*(static(f"hv-{i:03d}", 8) for i in range(200)))
+    collect(config, store)
+    scheduler = Scheduler(config, store)
+    scheduler.schedule(cpu(1))
+    assert len(scheduler.view.hosts) == 2 * (Scheduler.ENDS + 2) < 200  # least and most loaded
+    long_lived = Scheduler(config, store, long_lived=True)
+    long_lived.schedule(cpu(1))
+    assert len(long_lived.view.hosts) == 200
+
+
+def ids_on(store: Store, *hosts: str) -> list[str]:
+    return [k.decode() for h in hosts for k in store.client.hkeys(store.keys.scheduled(h))]

@@ -1,0 +1,118 @@
+"""The batch planner and the scheduler's local fleet view: pure, no Redis."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hostsched.codec import Summary
+from hostsched.model import Resources
+from hostsched.strategies import SCORES, Candidate, Context, plan, rank
+from hostsched.view import SPARE_CANDIDATES, FleetView
+
+G = 1 << 30
+
+hosts_strategy = st.lists(
+    st.builds(
+        lambda i, cpu, used: Candidate(f"h{i}", Resources(cpu, 64 * G, 100 * G), Resources(used)),
+        st.integers(0, 10**6),
+        st.integers(1000, 16_000),
+        st.integers(0, 16_000),
+    ),
+    min_size=1,
+    max_size=12,
+    unique_by=lambda c: c.name,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(hosts_strategy, st.integers(1, 40), st.sampled_from(sorted(SCORES)), st.integers(0, 99))
+def test_a_batch_plan_is_the_sequence_of_single_best_choices(
+    hosts: list[Candidate], count: int, strategy: str, seed: int
+) -> None:
+    """Each placement of a batch goes where ``rank`` would send it, given those before it;
+    no host is given more than it has room for."""
+    request = Resources(700)
+    ctx = Context(request=request, rng=random.Random(seed))
+    chosen = plan(strategy, hosts, [f"r{i}" for i in range(count)], ctx)
+    current = {h.name: h for h in hosts}
+    if chosen is None:  # then some prefix filled the fleet
+        room = sum((h.limit.cpu - h.load.cpu) // 700 for h in hosts if h.load.cpu <= h.limit.cpu)
+        assert room < count
+        return
+    score = SCORES[strategy]
+    for _, name in chosen:
+        fitting = [h for h in current.values() if h.has_room(request)]
+        best = min(score(h, ctx) for h in fitting)
+        assert current[name].has_room(request) and score(current[name], ctx) == best
+        current[name] = replace(current[name], load=current[name].load + request)
+
+
+def test_plan_for_unscored_strategies_follows_rank() -> None:
+    hosts = [Candidate(f"h{i}", Resources(4000), Resources()) for i in range(3)]
+    ctx = Context(request=Resources(1000), cursor="h0")
+    assert plan("round_robin", hosts, ["a", "b", "c", "d"], ctx) == [
+        ("a", "h1"), ("b", "h2"), ("c", "h0"), ("d", "h1"),
+    ]  # fmt: skip
+    by_hash = plan("consistent_hash", hosts, ["x"], ctx)
+    assert by_hash == [("x", rank("consistent_hash", hosts, replace(ctx, request_id="x"))[0].name)]
+
+
+def summary(cpu_used: int, *, at: float = 1000.0, zone: str = "a", gen: int = 1) -> Summary:
+    return Summary(
+        generation=gen, collected_at=at, limit=Resources(8000, 8 * G, 100 * G),
+        used=Resources(cpu_used), reserved=Resources(), instances=0, labels={"zone": zone},
+    )  # fmt: skip
+
+
+def view(**hosts: Summary) -> FleetView:
+    fleet = FleetView(weights=(0.4, 0.4, 0.2), rng=random.Random(1))
+    fleet.clock(1000.0)
+    for name, host in hosts.items():
+        fleet.apply(name, host)
+    return fleet
+
+
+def names(candidates: list[Candidate]) -> list[str]:
+    return [c.name for c in candidates]
+
+
+def window(fleet: FleetView, cpu: int = 1000, count: int = 1, **labels: str) -> list[str]:
+    found = fleet.window(
+        "least_loaded", Resources(cpu), labels=labels, stale_after=60, count=count
+    )
+    return names(found)
+
+
+def test_window_is_the_best_few_that_fit_and_match() -> None:
+    fleet = view(
+        a=summary(4000), b=summary(1000), c=summary(7500), d=summary(2000, zone="b"),
+        e=summary(0, at=900.0),  # stale
+    )  # fmt: skip
+    assert window(fleet) == ["b", "d", "a"][: 1 + SPARE_CANDIDATES]
+    assert window(fleet, cpu=1000, zone="a") == ["b", "a"]  # c has no room for 1000
+    assert window(fleet, cpu=6000) == ["b", "d"]
+
+
+def test_window_follows_updates_and_ignores_older_generations() -> None:
+    fleet = view(a=summary(1000), b=summary(2000))
+    fleet.apply("a", summary(5000, gen=2))
+    assert window(fleet)[0] == "b"
+    fleet.apply("a", summary(0, gen=1))  # late news: ignored
+    assert window(fleet)[0] == "b"
+    fleet.discard("b")
+    assert window(fleet) == ["a"]
+    for gen in range(3, 500):  # many updates: old entries are dropped, not piled up
+        fleet.apply("a", summary(gen % 7 * 1000, gen=gen))
+    order = fleet._orders["least_loaded"]
+    assert len(order._heap) <= 2 * len(fleet.hosts) + 64 + 1
+
+
+def test_body_with_a_known_generation_is_not_decoded() -> None:
+    fleet = view(a=summary(1000, gen=5))
+    fleet.apply_body("a", b'{"gen":5,"but":"not json at all')
+    fleet.apply_body("a", b'{"gen":6, broken')
+    assert fleet.problems == 1 and fleet.hosts["a"].generation == 5
