@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Every case of docs/BENCHMARKS.md in one run, against a fresh local redis-server.
+# Usage: bash docs/benchmarks.sh   (needs redis-server and hyperfine; prints JSON lines)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+HS=${HS:-.venv/bin/hostsched}
+PY=${PY:-.venv/bin/python}
+port=$((20000 + RANDOM % 20000))
+dir=$(mktemp -d)
+redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" --daemonize yes \
+  --pidfile "$dir/redis.pid" >/dev/null
+trap 'kill "$(cat "$dir/redis.pid")"; rm -rf "$dir"' EXIT
+export HOSTSCHED_REDIS_URL="redis://127.0.0.1:$port"
+sleep 0.5
+bench() { echo "{\"case\": \"$1\", \"result\": $("$HS" bench --json "${@:2}")}"; }
+bench "1 process, 10 hosts" --hosts 10 --placements 5000
+bench "1 process, 1000 hosts" --hosts 1000 --placements 5000
+bench "1 process, 10000 hosts" --hosts 10000 --placements 5000
+bench "--count 100, 20 hosts" --hosts 20 --placements 10000 --count 100
+bench "1 process, 20 hosts" --hosts 20 --placements 8000
+bench "8 processes, 20 hosts" --hosts 20 --placements 8000 --processes 8
+bench "8 processes, 20 hosts, best_fit" --hosts 20 --placements 8000 --processes 8 --strategy best_fit
+
+# The CLI: a whole `hostsched schedule` process on the embedded default (no Redis URL), and
+# on 10 and 10,000 hosts stored in Redis (written as bench writes its fleet).
+cli() {
+  hyperfine -N -w 5 -r 40 --export-json "$dir/hf.json" "$1" "$2" >/dev/null
+  "$PY" -c "import json,sys; a,b=(r['median'] for r in json.load(open(sys.argv[1]))['results']);
+print(json.dumps({'case': sys.argv[2], 'baseline_ms': round(a*1e3,1), 'ms': round(b*1e3,1),
+      'ratio': round(b/a, 2)}))" "$dir/hf.json" "$3"
+}
+(
+  unset HOSTSCHED_REDIS_URL
+  export HOSTSCHED_CONFIG=config.example.yaml
+  "$HS" collect >/dev/null
+  cli "$PY -c 'import redis, typer, rich.table, yaml'" "$HS schedule --cpu 0.001 --mem 1M" \
+    "CLI schedule, embedded default, vs import redis, typer, rich.table, yaml"
+)
+for n in 10 10000; do
+  "$PY" - "$n" <<'PY'
+import sys
+from hostsched.bench import _populate
+from hostsched.connect import open_store
+from hostsched.config import Config, RedisConfig
+from hostsched.model import Resources
+n = int(sys.argv[1])
+import os
+store = open_store(Config(redis=RedisConfig(url=os.environ["HOSTSCHED_REDIS_URL"], prefix=f"cli{n}")))
+_populate(store, [f"hv-{i:05d}" for i in range(n)], Resources(64000, 256 << 30, 2 << 40), ttl=3600)
+PY
+  printf 'redis:\n  prefix: cli%s\n' "$n" > "$dir/c$n.yaml"
+done
+cli "$HS --config $dir/c10.yaml schedule --cpu 0.001 --mem 1M" \
+    "$HS --config $dir/c10000.yaml schedule --cpu 0.001 --mem 1M" \
+    "CLI schedule, 10,000 hosts vs 10 hosts"
