@@ -26,6 +26,7 @@ from hostsched.model import Overcommit, Request, Resources
 from hostsched.scheduler import Scheduler
 from hostsched.store import Store, translated
 from hostsched.strategies import Candidate, utilisation
+from hostsched.wire import Pending
 
 G = 1 << 30
 #: The fleet is sized so that every placement fits with this much room to spare.
@@ -100,7 +101,7 @@ def _work(job: _Worker, ready: Callable[[], None]) -> _Outcome:
     """Read the view, call ``ready`` (which waits for the others), run ``calls`` schedules."""
     store = Store.connect(
         job.url, keys=Keys(job.config.redis.prefix), password=job.password,
-        timeout=job.config.redis.timeout,
+        timeout=job.config.redis.timeout, cluster=job.config.redis.cluster,
     )  # fmt: skip
     scheduler = Scheduler(job.config, store, expected=job.host_names, long_lived=True)
     request = Request(job.settings.request)
@@ -172,8 +173,11 @@ def _run_workers(jobs: Sequence[_Worker]) -> tuple[list[_Outcome], float]:
 
 
 def ping_rate(store: Store, seconds: float = 1.0) -> float:
-    """PINGs per second from one redis-py client: the yardstick for this machine and server."""
+    """PINGs per second from one redis-py client: the yardstick for this machine and server
+    (in a cluster, the node of slot 0)."""
     client = store.client
+    if store.is_cluster:
+        client = client.nodes_manager.get_node_from_slot(0).redis_connection
     client.ping()
     done, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
@@ -206,18 +210,6 @@ def _populate(store: Store, names: Sequence[str], size: Resources, ttl: int) -> 
         store.release_locks(grants)
 
 
-def _remove(store: Store) -> None:
-    pattern = f"{store.keys.prefix}:*"
-    batch = []
-    for key in store.client.scan_iter(match=pattern, count=1000):
-        batch.append(key)
-        if len(batch) >= 1000:
-            store.client.unlink(*batch)
-            batch = []
-    if batch:
-        store.client.unlink(*batch)
-
-
 @dataclass(frozen=True)
 class _Check:
     overcommitted: int
@@ -240,14 +232,15 @@ def check_fleet(scheduler: Scheduler, placed: Sequence[str]) -> _Check:
     for host in fleet.hosts:
         for reservation in host.reservations:
             holders[reservation.id] = holders.get(reservation.id, 0) + 1
-    with translated("bench"):
-        pipe = store.client.pipeline(transaction=False)
-        for host in fleet.hosts:
-            pipe.hmget(store.keys.reserved(host.name), "cpu", "memory", "disk", "gpu")
-        sums = pipe.execute()
+    trip = store.trip("bench")
+    sums: list[Pending[list[bytes | None]]] = [
+        trip.command("HMGET", store.keys.reserved(host.name), "cpu", "memory", "disk", "gpu")
+        for host in fleet.hosts
+    ]
+    trip.run()
     mismatched = 0
     for host, stored in zip(fleet.hosts, sums, strict=True):
-        values = Resources(*(int(v or 0) for v in stored))
+        values = Resources(*(int(v or 0) for v in stored.get()))
         mismatched += values != host.reserved
     expected = set(placed)
     lost_or_doubled = sum(holders.get(rid, 0) != 1 for rid in expected) + sum(
@@ -280,8 +273,9 @@ def run_bench(config: Config, url: str, settings: BenchSettings) -> BenchResult:
         redis=replace(config.redis, prefix=prefix),
     )
     store = Store.connect(
-        url, keys=Keys(prefix), password=config.redis.password, timeout=config.redis.timeout
-    )
+        url, keys=Keys(prefix), password=config.redis.password, timeout=config.redis.timeout,
+        cluster=config.redis.cluster,
+    )  # fmt: skip
     names = tuple(f"bench-{i:05d}" for i in range(settings.hosts))
     with translated("bench"):
         try:
@@ -298,7 +292,7 @@ def run_bench(config: Config, url: str, settings: BenchSettings) -> BenchResult:
             check = check_fleet(Scheduler(bench_config, store, expected=names), placed)
         finally:
             try:
-                _remove(store)
+                store.delete_all()
             finally:
                 store.close()
     per_second = len(placed) / seconds if seconds else 0.0

@@ -37,12 +37,17 @@ ENV_CONFIG = "HOSTSCHED_CONFIG"
 ENV_REDIS_URL = "HOSTSCHED_REDIS_URL"
 ENV_REDIS_PASSWORD = "HOSTSCHED_REDIS_PASSWORD"
 ENV_REDIS_CA_FILE = "HOSTSCHED_REDIS_CA_FILE"
+ENV_REDIS_CLUSTER = "HOSTSCHED_REDIS_CLUSTER"
 ENV_STRATEGY = "SCHEDULING_STRATEGY"
 URL_SCHEMES = ("redis", "rediss", "unix")
 MAX_NAME = 200
 
 _TOP_KEYS = ("redis", "scheduling", "ttl", "lxd", "hosts")
-_REDIS_KEYS = ("url", "password_file", "prefix", "timeout", "tls_ca_file")
+_REDIS_KEYS = (
+    "url", "password_file", "prefix", "timeout", "tls_ca_file", "cluster", "wait_replicas",
+)  # fmt: skip
+#: More replicas to wait for than any deployment has is a typo, not a setting.
+MAX_WAIT_REPLICAS = 16
 _SCHEDULING_KEYS = ("strategy", "weights", "overcommit", "max_attempts")
 _TTL_KEYS = ("resource", "reservation", "lock", "host_stale_after")
 _HOST_KEYS = ("name", "labels", "overcommit", "static")
@@ -101,6 +106,10 @@ class RedisConfig:
     timeout: float = 5.0
     # The CA that signs a rediss:// server's certificate, trusted besides the system's store.
     tls_ca_file: Path | None = None
+    # The URL is a seed node of a Redis Cluster.
+    cluster: bool = False
+    # Replicas that must have a reservation before schedule reports it as replicated (WAIT).
+    wait_replicas: int = 0
 
 
 @dataclass(frozen=True)
@@ -186,6 +195,14 @@ def _file_problem(path: str) -> str | None:
     return f"no such file {path!r}"
 
 
+_TRUE = ("1", "true", "yes", "on")
+_SWITCH = (*_TRUE, "0", "false", "no", "off")
+
+
+def _switch_problem(value: str) -> str | None:
+    return None if value.lower() in _SWITCH else f"expected 1 or 0 (true/false), not {value!r}"
+
+
 def _from_env(env: Mapping[str, str], name: str, check: Callable[[str], str | None]) -> str | None:
     value = env.get(name) or None
     if value is not None and (problem := check(value)) is not None:
@@ -235,6 +252,7 @@ class _Reader(NodeReader):
         prefix = partial(self.string, check=partial(_name_problem, what="a key prefix"))
         seconds = partial(self.quantity, parse=parse_duration, fractional=True, what="a duration")
         ca_file = _from_env(env, ENV_REDIS_CA_FILE, _file_problem)
+        cluster = _from_env(env, ENV_REDIS_CLUSTER, _switch_problem)
         return RedisConfig(
             url=_from_env(env, ENV_REDIS_URL, url_problem) or url,
             password=password or None,
@@ -245,7 +263,21 @@ class _Reader(NodeReader):
                 if ca_file
                 else self.get(nodes, "redis.tls_ca_file", self.existing_file, None)
             ),
+            cluster=(
+                cluster.lower() in _TRUE
+                if cluster is not None
+                else self.get(nodes, "redis.cluster", self.flag, RedisConfig.cluster)
+            ),
+            wait_replicas=self.get(
+                nodes, "redis.wait_replicas", self.replicas, RedisConfig.wait_replicas
+            ),
         )
+
+    def replicas(self, node: Node, key: str) -> int:
+        count = self.quantity(node, key, partial(parse_count, what="wait_replicas"))
+        if count > MAX_WAIT_REPLICAS:
+            self.fail(node, key, f"wait_replicas is at most {MAX_WAIT_REPLICAS}")
+        return count
 
     def weights(self, node: Node | None) -> Weights:
         nodes = self.mapping(node, "scheduling.weights", _RATIO_KEYS)

@@ -29,6 +29,11 @@ def store_url(config: Config) -> str:
             "redis.tls_ca_file is set, but the Redis URL is not rediss://",
             hint="use a rediss:// URL, or unset tls_ca_file and HOSTSCHED_REDIS_CA_FILE",
         )
+    if url is None and config.redis.cluster:
+        raise UsageError(
+            "redis.cluster is set, but no Redis URL names a seed node",
+            hint="set redis.url or HOSTSCHED_REDIS_URL to one node of the cluster",
+        )
     if url is None:
         from hostsched.embedded import EmbeddedServer
 
@@ -52,4 +57,5 @@ def open_store(config: Config) -> Store:
         keys=Keys(config.redis.prefix),
         password=config.redis.password,
         timeout=config.redis.timeout,
+        cluster=config.redis.cluster,
     )

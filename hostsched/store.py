@@ -9,9 +9,9 @@ Keys come only from :class:`hostsched.keys.Keys`.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import redis
@@ -19,13 +19,16 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from hostsched.channel import Channel, ClusterChannel
 from hostsched.codec import BadValue, Summary, decode_summary, load_of
 from hostsched.errors import StoreUnavailable
 from hostsched.keys import Keys
 from hostsched.model import Resources
-from hostsched.wire import Channel, Pending, Trip, redact, script, text, translated, wrong_type
+from hostsched.wire import Pending, Trip, redact, script, text, translated, wrong_type
 
 __all__ = ["Store", "redact", "script", "translated"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -156,20 +159,37 @@ class Store:
     several in one round trip, and a plain form that runs it alone.
     """
 
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
-        self.client = client
+    def __init__(self, client: Any, keys: Keys, channel: Channel | None = None) -> None:
+        self.client = client  # a redis.Redis, or a redis.cluster.RedisCluster
         self.keys = keys
-        self._channel = Channel(client)
+        self._channel = channel or Channel(client)
+
+    @property
+    def is_cluster(self) -> bool:
+        return isinstance(self._channel, ClusterChannel)
 
     @classmethod
     def connect(
-        cls, url: str, *, keys: Keys, password: str | None = None, timeout: float = 5.0
+        cls,
+        url: str,
+        *,
+        keys: Keys,
+        password: str | None = None,
+        timeout: float = 5.0,
+        cluster: bool = False,
     ) -> Store:
-        """Open a client for a ``redis://``, ``rediss://`` or ``unix://`` URL (lazy: no I/O)."""
-        if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+        """Open a client for a ``redis://``, ``rediss://`` or ``unix://`` URL.
+
+        Lazy for one server (no I/O). With ``cluster``, the URL names a seed node and the
+        cluster's slot map is read now.
+        """
+        if urlsplit(url).scheme not in ("redis", "rediss", "unix") or (
+            cluster and urlsplit(url).scheme == "unix"
+        ):
             raise StoreUnavailable(
                 f"unsupported Redis URL {redact(url)!r}",
-                hint="use redis://host:port, rediss://host:port or unix:///path/to.sock",
+                hint="use redis://host:port, rediss://host:port or unix:///path/to.sock"
+                + (" (a cluster is reached over TCP)" if cluster else ""),
             )
         options: dict[str, Any] = {
             "socket_timeout": timeout,
@@ -181,6 +201,16 @@ class Store:
         if password is not None:
             options["password"] = password
         try:
+            for name in ("socket_timeout", "socket_connect_timeout"):
+                value = options[name]
+                if not 0 < float(value) < 1e6:
+                    raise ValueError(f"{name} must be a positive number of seconds")
+            if cluster:
+                from redis.cluster import RedisCluster
+
+                with translated("connecting to the Redis Cluster"):
+                    node = RedisCluster.from_url(url, **options)
+                return cls(node, keys, ClusterChannel(node))
             client = redis.Redis.from_url(url, **options)
             # Build (not open) one connection now: an option redis-py does not check until
             # then (an unknown name, a negative or NaN timeout) fails here, as a bad URL.
@@ -197,6 +227,24 @@ class Store:
                 hint="redis://host:port/db, rediss://host:port/db or unix:///path.sock",
             ) from None
         return cls(client, keys)
+
+    def delete_all(self) -> int:
+        """Delete every key under the prefix (bench's fleet), on every primary; how many."""
+        nodes = (
+            [n.redis_connection for n in self.client.get_primaries()]
+            if self.is_cluster
+            else [self.client]
+        )
+        deleted = 0
+        with translated("deleting keys"):
+            for node in nodes:
+                pipe = node.pipeline(transaction=False)
+                for key in node.scan_iter(match=f"{self.keys.prefix}:*", count=1000):
+                    pipe.unlink(key)  # one key each: in a cluster they live in many slots
+                    if len(pipe) >= 1000:
+                        deleted += sum(pipe.execute())
+                deleted += sum(pipe.execute())
+        return deleted
 
     def close(self) -> None:
         self._channel.close()
@@ -216,9 +264,11 @@ class Store:
 
     def ping(self) -> float:
         """The server's time (one round trip); raises StoreUnavailable if it does not answer."""
-        with translated():
-            seconds, micros = self.client.time()
-        return seconds + micros / 1e6
+        trip = self.trip()
+        clock: Pending[list[bytes]] = trip.command("TIME")
+        trip.run()
+        seconds, micros = clock.get()
+        return int(seconds) + int(micros) / 1e6
 
     def host_names(self) -> tuple[frozenset[str], tuple[str, ...]]:
         """The names in the host set, and a problem if the key holds something else."""
@@ -317,10 +367,15 @@ class Store:
     def queue_placements(self, trip: Trip, ids: Sequence[str]) -> Pending[dict[str, str]]:
         """Where explicit ids were placed (by the index that ``schedule --id`` keeps)."""
 
-        def parse(reply: list[bytes | None]) -> dict[str, str]:
-            return {i: text(h) for i, h in zip(ids, reply, strict=True) if isinstance(h, bytes)}
+        # One GET per id (not MGET): in a cluster the ids' keys live in different slots.
+        hosts: list[Pending[bytes | None]] = [
+            trip.command("GET", self.keys.placement(i)) for i in ids
+        ]
+        def found() -> dict[str, str]:
+            replies = {i: h.get() for i, h in zip(ids, hosts, strict=True)}
+            return {i: text(host) for i, host in replies.items() if host is not None}
 
-        return trip.command("MGET", *(self.keys.placement(i) for i in ids), parse=parse)
+        return _Joined(found)
 
     def queue_remember_placements(
         self, trip: Trip, hosts: Mapping[str, str], *, ttl: float
@@ -445,8 +500,9 @@ class Store:
 
     def set_round_robin_cursor(self, host: str) -> None:
         """Remember the last host chosen; a lost or stale update only shifts the rotation."""
-        with translated():
-            self.client.set(self.keys.round_robin_cursor, host)
+        trip = self.trip()
+        trip.command("SET", self.keys.round_robin_cursor, host)
+        trip.run()
 
     # -- collect ---------------------------------------------------------------------------
 
@@ -535,6 +591,17 @@ def _mapping(reply: Any) -> Any:
     if isinstance(reply, list):
         return dict(zip(reply[::2], reply[1::2], strict=True))
     return reply
+
+
+class _Joined(Pending[T]):
+    """A value made from other replies of the same trip, once it has run."""
+
+    def __init__(self, compute: Callable[[], T]) -> None:
+        super().__init__(lambda _: compute())
+        self._compute = compute
+
+    def get(self) -> T:
+        return self._compute()
 
 
 def _unless_wrong_type(reply: Any) -> Any:

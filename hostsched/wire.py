@@ -9,9 +9,6 @@ redis-py error becomes :class:`StoreUnavailable` here.
 from __future__ import annotations
 
 import hashlib
-import os
-import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,22 +17,18 @@ from importlib import resources
 from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import redis
 from redis.exceptions import (
     AuthenticationError,
-    ConnectionError,
     NoScriptError,
     RedisError,
     ResponseError,
-    TimeoutError,
 )
 
+from hostsched.channel import Channel
 from hostsched.errors import StoreUnavailable
 
 #: Scripts that start with the shared local functions of ``lua/lib.lua``.
 _USES_LIBRARY = frozenset({"reserve", "release", "cleanup", "write_actual"})
-#: Sends of one trip after a dropped connection or a timeout: every command is idempotent.
-ATTEMPTS = 4
 
 T = TypeVar("T")
 
@@ -121,6 +114,10 @@ class Pending(Generic[T]):
         self._value = self._parse(reply)
 
 
+#: Commands whose arguments hold no key; they go to any server (in a cluster, slot 0's).
+_KEYLESS = frozenset({"TIME", "PING", "SCRIPT", "INFO"})
+
+
 def pack(commands: Sequence[tuple[object, ...]]) -> bytes:
     """Commands in the Redis protocol (RESP), ready to send in one write.
 
@@ -162,6 +159,7 @@ class Trip:
         self._channel = channel
         self._what = what
         self._commands: list[tuple[object, ...]] = []
+        self._keys: list[str | None] = []  # each command's first key, which routes it
         self._scripts: list[Script | None] = []
         self._pending: list[Pending[Any]] = []
         self._errors: list[bool] = []
@@ -172,7 +170,9 @@ class Trip:
     def command(
         self, *args: object, parse: Callable[[Any], T] = _raise, errors: bool = False
     ) -> Pending[T]:
-        return self._add(args, None, parse, errors)
+        """A plain command; its key, if it has one, is its first argument."""
+        key = None if args[0] in _KEYLESS else str(args[1])
+        return self._add(args, key, None, parse, errors)
 
     def script(
         self,
@@ -183,17 +183,20 @@ class Trip:
         errors: bool = False,
     ) -> Pending[T]:
         found = script(name)
-        return self._add(("EVALSHA", found.sha, len(keys), *keys, *args), found, parse, errors)
+        command = ("EVALSHA", found.sha, len(keys), *keys, *args)
+        return self._add(command, keys[0] if keys else None, found, parse, errors)
 
     def _add(
         self,
         command: tuple[object, ...],
+        key: str | None,
         found: Script | None,
         parse: Callable[[Any], T],
         errors: bool,
     ) -> Pending[T]:
         pending: Pending[T] = Pending(parse)
         self._commands.append(command)
+        self._keys.append(key)
         self._scripts.append(found)
         self._pending.append(pending)
         self._errors.append(errors)
@@ -204,16 +207,19 @@ class Trip:
         if not self._commands:
             return
         with translated(self._what):
-            replies = self._channel.exchange(self._commands)
+            replies = self._channel.exchange(self._commands, self._keys, pack)
             missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
             if missing:
-                # A script that was not loaded did nothing, so running just those again is safe.
-                loads = {self._scripts[i] for i in missing}
-                again: list[tuple[object, ...]] = [
-                    ("SCRIPT", "LOAD", s.text) for s in loads if s is not None
-                ]
-                again += [self._commands[i] for i in missing]
-                rerun = self._channel.exchange(again)[len(loads) :]
+                # A script that was not loaded did nothing, so running just those again is
+                # safe. Each is loaded on the server (the cluster node) that lacked it.
+                again: list[tuple[object, ...]] = []
+                keys: list[str | None] = []
+                for i in missing:
+                    found = self._scripts[i]
+                    assert found is not None
+                    again += [("SCRIPT", "LOAD", found.text), self._commands[i]]
+                    keys += [self._keys[i], self._keys[i]]
+                rerun = self._channel.exchange(again, keys, pack)[1::2]
                 for i, reply in zip(missing, rerun, strict=True):
                     replies[i] = reply
             for reply, errors in zip(replies, self._errors, strict=True):
@@ -221,55 +227,3 @@ class Trip:
                     raise reply
             for pending, reply in zip(self._pending, replies, strict=True):
                 pending._set(reply)
-
-
-
-class Channel:
-    """One connection of a client's pool, kept while the store is open, used by one thread at
-    a time.
-
-    Taking a connection from the pool and giving it back for every round trip cost more than
-    packing the commands. Threads (collect reads hosts in parallel) take turns: their round
-    trips are short next to what they wait for.
-    """
-
-    def __init__(self, client: redis.Redis) -> None:
-        self.client = client
-        self._lock = threading.Lock()
-        self._connection: Any = None  # redis-py's connections are untyped
-
-    def exchange(self, commands: Sequence[tuple[object, ...]]) -> list[Any]:
-        """Send the commands in one write and read every reply (errors as exceptions)."""
-        with self._lock:
-            for attempt in range(ATTEMPTS):
-                connection = self._connect()
-                try:
-                    connection.send_packed_command([pack(commands)])
-                    replies: list[Any] = []
-                    for _ in commands:
-                        try:
-                            replies.append(connection.read_response())
-                        except ResponseError as exc:
-                            replies.append(exc)
-                    return replies
-                except (ConnectionError, TimeoutError):
-                    # The server may or may not have run the commands; all are idempotent.
-                    connection.disconnect()
-                    if attempt == ATTEMPTS - 1:
-                        raise
-                    time.sleep(min(0.25, 0.01 * 2**attempt))
-                except BaseException:
-                    connection.disconnect()  # replies may be left unread: never reuse it
-                    raise
-            raise AssertionError("unreachable")
-
-    def _connect(self) -> Any:
-        if self._connection is None or self._connection.pid != os.getpid():
-            self._connection = self.client.connection_pool.get_connection()
-        return self._connection
-
-    def close(self) -> None:
-        with self._lock:
-            if self._connection is not None and self._connection.pid == os.getpid():
-                self.client.connection_pool.release(self._connection)
-            self._connection = None

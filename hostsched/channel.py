@@ -1,0 +1,172 @@
+"""Where a round trip's commands go: one server, or each to the cluster node owning its key.
+
+A channel keeps one connection per server (per node in a cluster) while the store is open,
+used by one thread at a time: taking a connection from the pool and giving it back for every
+round trip cost more than packing the commands, and collect's threads only take short turns.
+In a cluster, the commands for each node are written first and the replies read after, so a
+round trip touching three nodes costs the time of one.
+
+Every command hostsched sends is idempotent (reservations by id, writes by lock token, hints
+by generation), so a batch is simply sent again after a dropped connection, a failover
+(``MOVED``, ``CLUSTERDOWN``, ``TRYAGAIN``) or a timeout, a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Sequence
+from contextlib import suppress
+from typing import Any
+
+import redis
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    ConnectionError,
+    ResponseError,
+    TimeoutError,
+    TryAgainError,
+)
+
+#: Sends of one batch after a dropped connection, a timeout or a cluster redirection.
+ATTEMPTS = 6
+#: Errors after which a cluster's slot map is read again and the command sent again (MOVED
+#: is an AskError too).
+_REROUTE = (AskError, ClusterDownError, TryAgainError)
+
+Command = tuple[object, ...]
+
+
+class Channel:
+    """Commands to one Redis server, on one kept connection."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._lock = threading.Lock()
+        self._connections: dict[object, Any] = {}  # redis-py's connections are untyped
+
+    def exchange(
+        self, commands: Sequence[Command], keys: Sequence[str | None], pack: Any
+    ) -> list[Any]:
+        """Send the commands and read every reply (error replies as exceptions, in place).
+
+        ``keys`` route each command (its first key; None for a command with none).
+        """
+        replies: list[Any] = [None] * len(commands)
+        todo = list(range(len(commands)))
+        with self._lock:
+            for attempt in range(ATTEMPTS):
+                groups: dict[object, list[int]] = {}
+                for i in todo:
+                    groups.setdefault(self._route(keys[i]), []).append(i)
+                failed = self._send_and_read(groups, commands, replies, pack)
+                retry = failed + [i for i in todo if isinstance(replies[i], _REROUTE)]
+                if not retry:
+                    break
+                if attempt == ATTEMPTS - 1:
+                    if failed:
+                        raise ConnectionError(f"no answer after {ATTEMPTS} attempts")
+                    break  # the redirection errors stay in place, and are reported
+                time.sleep(min(0.5, 0.02 * 2**attempt))
+                self._refresh()
+                todo = sorted(retry)
+        return replies
+
+    def _send_and_read(
+        self,
+        groups: dict[object, list[int]],
+        commands: Sequence[Command],
+        replies: list[Any],
+        pack: Any,
+    ) -> list[int]:
+        """Write each node's commands, then read each node's replies; the indices that failed."""
+        failed: list[int] = []
+        sent = []
+        for node, indices in groups.items():
+            connection = self._connection(node)
+            try:
+                connection.send_packed_command([pack([commands[i] for i in indices])])
+                sent.append((node, connection, indices))
+            except (ConnectionError, TimeoutError, OSError):
+                self._drop(node)
+                failed += indices
+        for node, connection, indices in sent:
+            try:
+                for i in indices:
+                    try:
+                        replies[i] = connection.read_response()
+                    except ResponseError as exc:
+                        replies[i] = exc
+            except (ConnectionError, TimeoutError, OSError):
+                # The node may or may not have run them: all are idempotent, send them again.
+                self._drop(node)
+                failed += indices
+            except BaseException:
+                self._drop(node)  # replies may be left unread: never reuse the connection
+                raise
+        return failed
+
+    # -- one server ------------------------------------------------------------------------
+
+    def _route(self, key: str | None) -> object:
+        return None
+
+    def _refresh(self) -> None:
+        """Nothing to learn: a dropped connection reconnects on its next use."""
+
+    def _pool(self, node: object) -> Any:
+        return self.client.connection_pool
+
+    def _connection(self, node: object) -> Any:
+        connection = self._connections.get(node)
+        if connection is None or connection.pid != os.getpid():
+            connection = self._connections[node] = self._pool(node).get_connection()
+        return connection
+
+    def _drop(self, node: object) -> None:
+        connection = self._connections.pop(node, None)
+        if connection is not None:
+            connection.disconnect()
+            if connection.pid == os.getpid():
+                with suppress(Exception):  # a failed node's pool may be gone with it
+                    self._pool(node).release(connection)
+
+    def close(self) -> None:
+        with self._lock:
+            for node in list(self._connections):
+                self._drop(node)
+
+
+class ClusterChannel(Channel):
+    """Commands to the nodes of a Redis Cluster, each to the primary owning its key's slot.
+
+    Commands without a key (TIME, SCRIPT LOAD) go to the primary of slot 0. After a failover
+    the slot map is read again from the nodes that answer.
+    """
+
+    def __init__(self, client: Any) -> None:  # a redis.cluster.RedisCluster
+        self.cluster = client
+        self._lock = threading.Lock()
+        self._connections = {}
+        self._clients: dict[str, Any] = {}
+
+    def _route(self, key: str | None) -> object:
+        from redis.crc import key_slot
+
+        slot = 0 if key is None else key_slot(key.encode())
+        node = self.cluster.nodes_manager.get_node_from_slot(slot)
+        self._clients[node.name] = node
+        return str(node.name)
+
+    def _refresh(self) -> None:
+        for node in list(self._connections):
+            self._drop(node)
+        self.cluster.nodes_manager.initialize()
+
+    def _pool(self, node: object) -> Any:
+        found = self._clients.get(str(node)) or self.cluster.get_node(node_name=node)
+        if found.redis_connection is None:
+            self.cluster.nodes_manager.create_redis_connections([found])
+        return found.redis_connection.connection_pool
