@@ -221,7 +221,7 @@ class Store:
                     raise ValueError(f"{name} must be a positive number of seconds")
             pool = client.connection_pool
             pool.release(pool.make_connection())  # type: ignore[arg-type]  # unopened; reused
-        except (ValueError, TypeError, RedisError) as exc:
+        except (ValueError, TypeError, RedisError) as exc:  # RedisClusterException: exit 5
             raise StoreUnavailable(
                 f"invalid Redis URL {redact(url)!r}: {_first_line(exc)}",
                 hint="redis://host:port/db, rediss://host:port/db or unix:///path.sock",

@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from redis.exceptions import (
     AuthenticationError,
     NoScriptError,
+    RedisClusterException,
     RedisError,
     ResponseError,
 )
@@ -80,7 +81,7 @@ def translated(what: str = "Redis") -> Iterator[None]:
         yield
     except UnicodeError as exc:  # a host name that IDNA cannot encode (an empty label, >63)
         raise StoreUnavailable(f"{what} failed: invalid host name in the URL ({exc})") from None
-    except RedisError as exc:
+    except (RedisError, RedisClusterException) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         hint = "check the Redis URL and that the server is running"
         if isinstance(exc, AuthenticationError) or "authenticat" in reason.lower():

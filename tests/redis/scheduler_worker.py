@@ -24,8 +24,10 @@ from hostsched.store import Store
 
 def main() -> None:
     url, prefix, name, strategy, count, seed, start_file = sys.argv[1:8]
-    config = replace(Config(redis=RedisConfig(url=url, prefix=prefix)), reservation_ttl=600)
-    store = Store.connect(url, keys=Keys(prefix))
+    cluster = bool(os.environ.get("HOSTSCHED_TEST_CLUSTER"))
+    redis_config = RedisConfig(url=url, prefix=prefix, cluster=cluster)
+    config = replace(Config(redis=redis_config), reservation_ttl=600)
+    store = Store.connect(url, keys=Keys(prefix), cluster=cluster)
     # Odd seeds run a long-lived scheduler (a kept view, deferred publishing), even ones a
     # one-shot scheduler per call's worth (the CLI's way): both must hold the invariant.
     long_lived = int(seed) % 2 == 1
