@@ -11,6 +11,7 @@ to its entries. Balance is the spread of utilisation across hosts.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import secrets
 import statistics
 import time
@@ -43,6 +44,7 @@ class BenchSettings:
     count: int = 1
     strategy: str = "least_loaded"
     request: Resources = Resources(cpu=1000, memory=G)
+    wait_replicas: int | None = None  # None: as configured
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,11 @@ class BenchResult:
     spread: float
     max_utilisation: float
     view_read_ms: float
+    unreplicated: int
+    client_cpu_us_per_placement: float
+    server_cpu_us_per_placement: float
+    primaries: int
+    wait_replicas: int
     hosts: int
     processes: int
     count: int
@@ -95,6 +102,8 @@ class _Outcome:
     refusals: int
     round_trips: int
     view_read: float
+    unreplicated: int
+    cpu_seconds: float
 
 
 def _work(job: _Worker, ready: Callable[[], None]) -> _Outcome:
@@ -107,13 +116,14 @@ def _work(job: _Worker, ready: Callable[[], None]) -> _Outcome:
     request = Request(job.settings.request)
     latencies: list[float] = []
     placed: list[str] = []
-    failures = 0
+    failures = unreplicated = 0
     try:
         began = time.perf_counter()
         scheduler.prepare()
         view_read = time.perf_counter() - began
         trips_before = scheduler.stats.round_trips
         ready()
+        cpu_before = _cpu_seconds()
         for _ in range(job.calls):
             started = time.perf_counter()
             try:
@@ -125,14 +135,37 @@ def _work(job: _Worker, ready: Callable[[], None]) -> _Outcome:
                 continue
             elapsed = time.perf_counter() - started
             placed.extend(p.id for p in plan.placements)
+            unreplicated += sum(p.replicated is False for p in plan.placements)
             latencies.extend([elapsed / job.settings.count] * job.settings.count)
         scheduler.flush()
+        cpu = _cpu_seconds() - cpu_before
     finally:
         store.close()
     return _Outcome(
         latencies, placed, failures, scheduler.stats.refusals,
-        scheduler.stats.round_trips - trips_before, view_read,
+        scheduler.stats.round_trips - trips_before, view_read, unreplicated, cpu,
     )  # fmt: skip
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process (user + system): where a scheduler's time goes."""
+    times = os.times()
+    return times.user + times.system
+
+
+def server_cpu_seconds(store: Store) -> tuple[float, int]:
+    """CPU time the servers have used (INFO cpu, summed over a cluster's primaries), and
+    how many primaries there are."""
+    nodes = (
+        [n.redis_connection for n in store.client.get_primaries()]
+        if store.is_cluster
+        else [store.client]
+    )
+    total = 0.0
+    for node in nodes:
+        info = node.info("cpu")
+        total += float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+    return total, len(nodes)
 
 
 def _child(job: _Worker, start: Any, results: Any) -> None:
@@ -170,6 +203,10 @@ def _run_workers(jobs: Sequence[_Worker]) -> tuple[list[_Outcome], float]:
         if isinstance(outcome, BaseException):
             raise outcome
     return outcomes, seconds
+
+
+def _per(seconds: float, placements: int) -> float:
+    return round(1e6 * seconds / placements, 1) if placements else 0.0
 
 
 def ping_rate(store: Store, seconds: float = 1.0) -> float:
@@ -270,7 +307,15 @@ def run_bench(config: Config, url: str, settings: BenchSettings) -> BenchResult:
         hosts=(),
         strategy=settings.strategy,
         reservation_ttl=3600,
-        redis=replace(config.redis, prefix=prefix),
+        redis=replace(
+            config.redis,
+            prefix=prefix,
+            wait_replicas=(
+                config.redis.wait_replicas
+                if settings.wait_replicas is None
+                else settings.wait_replicas
+            ),
+        ),
     )
     store = Store.connect(
         url, keys=Keys(prefix), password=config.redis.password, timeout=config.redis.timeout,
@@ -286,7 +331,9 @@ def run_bench(config: Config, url: str, settings: BenchSettings) -> BenchResult:
                       for i in range(settings.processes)]  # fmt: skip
             jobs = [_Worker(url, config.redis.password, bench_config, names, share, settings)
                     for share in shares if share]  # fmt: skip
+            server_before, primaries = server_cpu_seconds(store)
             outcomes, seconds = _run_workers(jobs)
+            server_cpu = server_cpu_seconds(store)[0] - server_before
             latencies = sorted(x for o in outcomes for x in o.latencies)
             placed = [rid for o in outcomes for rid in o.placed]
             check = check_fleet(Scheduler(bench_config, store, expected=names), placed)
@@ -315,6 +362,11 @@ def run_bench(config: Config, url: str, settings: BenchSettings) -> BenchResult:
         spread=round(check.spread, 4),
         max_utilisation=round(check.max_utilisation, 4),
         view_read_ms=round(1000 * max(o.view_read for o in outcomes), 3),
+        unreplicated=sum(o.unreplicated for o in outcomes),
+        client_cpu_us_per_placement=_per(sum(o.cpu_seconds for o in outcomes), len(placed)),
+        server_cpu_us_per_placement=_per(server_cpu, len(placed)),
+        primaries=primaries,
+        wait_replicas=bench_config.redis.wait_replicas,
         hosts=settings.hosts,
         processes=len(jobs),
         count=settings.count,

@@ -241,6 +241,11 @@ def schedule(
             f"{how} {placement.id} on {placement.host} ({plan.strategy}): "
             f"{describe(placement.resources)}"
         )
+        if placement.replicated is False:
+            terminal.note(
+                f"warning: {placement.id} is not yet on redis.wait_replicas replicas: "
+                "if its primary fails now, the reservation is lost"
+            )
         sys.stdout.write(placement.host + "\n")
 
 
@@ -353,6 +358,14 @@ def bench(
     strategy: Annotated[str, typer.Option(help="Strategy to measure.")] = "least_loaded",
     cpu: Annotated[str, typer.Option(help="CPU of each placement.")] = "1",
     mem: Annotated[str, typer.Option(help="Memory of each placement.")] = "1G",
+    wait_replicas: Annotated[
+        int | None,
+        typer.Option(
+            help="Wait for N replicas after each reserve (default: redis.wait_replicas).",
+            min=0,
+            max=16,
+        ),
+    ] = None,
     config: ConfigOption = None,
     redis_url: RedisUrlOption = None,
     json_: JsonOption = False,
@@ -380,6 +393,7 @@ def bench(
         count=count,
         strategy=check_strategy(strategy),
         request=Resources(parse_cpu(cpu), parse_bytes(mem, what="memory")),
+        wait_replicas=wait_replicas,
     )
     cfg = load(opts)
     if not opts.json and sys.stderr.isatty():

@@ -154,6 +154,9 @@ class Placement:
     host: str
     resources: Resources
     existing: bool = False
+    #: With ``redis.wait_replicas``: whether that many replicas had it when schedule returned
+    #: (None when not asked). An unreplicated one is lost if its primary fails now.
+    replicated: bool | None = None
 
 
 @dataclass(frozen=True)

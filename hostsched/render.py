@@ -34,7 +34,10 @@ def plan_json(plan: Plan) -> dict[str, Any]:
     document: dict[str, Any] = {
         "strategy": plan.strategy,
         "placements": [
-            {"id": p.id, "host": p.host, **_amounts(p.resources), "existing": p.existing}
+            {
+                "id": p.id, "host": p.host, **_amounts(p.resources), "existing": p.existing,
+                **({} if p.replicated is None else {"replicated": p.replicated}),
+            }
             for p in plan.placements
         ],
     }

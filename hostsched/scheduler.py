@@ -287,6 +287,11 @@ class Scheduler:
             self.store.queue_remember_placements(
                 trip, dict(chosen), ttl=self.config.resource_ttl
             )
+        replicas = self.config.redis.wait_replicas
+        waits = {
+            host: self.store.queue_wait(trip, host, replicas, self.config.redis.timeout / 2)
+            for host in replies
+        } if replicas else {}  # fmt: skip
         exchange = (
             attempt.refused or time.monotonic() - self._last_exchange >= self.EXCHANGE_EVERY
         )
@@ -295,22 +300,25 @@ class Scheduler:
         self.stats.round_trips += 1
         if changes is not None:
             self._apply_changes(changes.get())
-        for reply in replies.values():
-            self._apply_outcome(attempt, reply.get())
+        for host, reply in replies.items():
+            acked = waits[host].get() >= replicas if host in waits else None
+            self._apply_outcome(attempt, reply.get(), acked)
         attempt.pending = [rid for rid in attempt.pending if rid not in attempt.done]
         if attempt.strategy == "round_robin" and chosen:
             self._cursor, self._cursor_dirty = chosen[-1][1], True
 
-    def _apply_outcome(self, attempt: _Attempt, outcome: ReserveOutcome) -> None:
+    def _apply_outcome(
+        self, attempt: _Attempt, outcome: ReserveOutcome, replicated: bool | None
+    ) -> None:
         if outcome.published is not None:
             self.view.apply(outcome.host, outcome.published.summary)
             self._unpublished[outcome.host] = outcome.published
         if outcome.status == "ok":
             amount = attempt.request.resources
             for rid in outcome.existing:
-                attempt.done[rid] = Placement(rid, outcome.host, amount, existing=True)
+                attempt.done[rid] = Placement(rid, outcome.host, amount, True, replicated)
             for rid in outcome.placed:
-                placement = Placement(rid, outcome.host, amount)
+                placement = Placement(rid, outcome.host, amount, False, replicated)
                 attempt.done[rid] = placement
                 attempt.placed_now.append(placement)
             self.stats.placements += len(outcome.placed)

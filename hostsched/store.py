@@ -417,6 +417,13 @@ class Store:
 
         return trip.script("reserve", self._host_keys(host), args, parse=parse)
 
+    def queue_wait(self, trip: Trip, host: str, replicas: int, timeout: float) -> Pending[int]:
+        """WAIT on the connection to ``host``'s node, after its reserve in the same trip: how
+        many replicas have everything written so far (at most ``timeout`` seconds)."""
+        return trip.command(
+            "WAIT", replicas, max(1, int(timeout * 1000)), key=self.keys.resource(host)
+        )
+
     def reserve(
         self,
         batches: Mapping[str, Sequence[tuple[str, Resources]]],

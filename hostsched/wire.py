@@ -116,7 +116,7 @@ class Pending(Generic[T]):
 
 
 #: Commands whose arguments hold no key; they go to any server (in a cluster, slot 0's).
-_KEYLESS = frozenset({"TIME", "PING", "SCRIPT", "INFO"})
+_KEYLESS = frozenset({"TIME", "PING", "SCRIPT", "INFO", "WAIT"})
 
 
 def pack(commands: Sequence[tuple[object, ...]]) -> bytes:
@@ -169,10 +169,16 @@ class Trip:
         return len(self._commands)
 
     def command(
-        self, *args: object, parse: Callable[[Any], T] = _raise, errors: bool = False
+        self,
+        *args: object,
+        parse: Callable[[Any], T] = _raise,
+        errors: bool = False,
+        key: str | None = None,
     ) -> Pending[T]:
-        """A plain command; its key, if it has one, is its first argument."""
-        key = None if args[0] in _KEYLESS else str(args[1])
+        """A plain command. Its key, which routes it, is its first argument unless ``key``
+        names one (for WAIT: the key whose node it must wait on)."""
+        if key is None and args[0] not in _KEYLESS:
+            key = str(args[1])
         return self._add(args, key, None, parse, errors)
 
     def script(
