@@ -53,3 +53,35 @@ done
 cli "$HS --config $dir/c10.yaml schedule --cpu 0.001 --mem 1M" \
     "$HS --config $dir/c10000.yaml schedule --cpu 0.001 --mem 1M" \
     "CLI schedule, 10,000 hosts vs 10 hosts"
+
+# Redis Cluster: the same bench with the fleet spread over 1 and over 3 primaries (each node
+# also binds port + 10000 for its bus), and with WAIT for one replica on a 3+3 cluster.
+node() {  # port [extra args]: a cluster node in $dir/$1
+  mkdir -p "$dir/$1"
+  redis-server --port "$1" --bind 127.0.0.1 --cluster-enabled yes --cluster-config-file \
+    "$dir/$1/nodes.conf" --cluster-node-timeout 1000 --save "" --appendonly no --dir "$dir/$1" \
+    --repl-diskless-sync-delay 0 --daemonize yes --pidfile "$dir/$1/pid" >/dev/null
+  sleep 0.3
+}
+stop_nodes() { for pid in "$dir"/*/pid; do kill "$(cat "$pid")" 2>/dev/null || true; rm -f "$pid"; done; }
+trap 'stop_nodes; kill "$(cat "$dir/redis.pid")"; rm -rf "$dir"' EXIT
+base=$((20000 + RANDOM % 15000))
+node "$base"
+redis-cli -p "$base" cluster addslotsrange 0 16383 >/dev/null
+sleep 1
+export HOSTSCHED_REDIS_URL="redis://127.0.0.1:$base" HOSTSCHED_REDIS_CLUSTER=1
+bench "cluster, 1 primary, 1 process" --hosts 60 --placements 5000
+bench "cluster, 1 primary, 8 processes" --hosts 60 --placements 8000 --processes 8
+stop_nodes
+base=$((base + 10))
+for i in 0 1 2 3 4 5; do node $((base + i)); done
+redis-cli --cluster create $(for i in 0 1 2 3 4 5; do printf '127.0.0.1:%s ' $((base + i)); done) \
+  --cluster-replicas 1 --cluster-yes >/dev/null
+sleep 3
+export HOSTSCHED_REDIS_URL="redis://127.0.0.1:$base"
+bench "cluster, 3 primaries, 1 process" --hosts 60 --placements 5000
+bench "cluster, 3 primaries, 8 processes" --hosts 60 --placements 8000 --processes 8
+bench "cluster, 3 primaries, 8 processes, WAIT 1 replica" --hosts 60 --placements 8000 \
+  --processes 8 --wait-replicas 1
+bench "cluster, 3 primaries, 1 process, WAIT 1 replica" --hosts 60 --placements 3000 \
+  --wait-replicas 1

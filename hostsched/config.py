@@ -31,7 +31,7 @@ from hostsched.lxdconfig import (
 from hostsched.model import ZERO, Overcommit, Resources
 from hostsched.quantity import parse_bytes, parse_count, parse_cpu, parse_duration
 from hostsched.strategies import DEFAULT_STRATEGY, STRATEGY_NAMES
-from hostsched.yamlnodes import TAG, NodeReader, is_null, kind, text_problem
+from hostsched.yamlnodes import TAG, NodeReader, expand_user, is_null, kind, text_problem
 
 ENV_CONFIG = "HOSTSCHED_CONFIG"
 ENV_REDIS_URL = "HOSTSCHED_REDIS_URL"
@@ -190,8 +190,11 @@ def _name_problem(name: str, *, what: str = "a host name") -> str | None:
 
 
 def _file_problem(path: str) -> str | None:
-    if Path(path).expanduser().is_file():
-        return None
+    try:
+        if expand_user(path).is_file():
+            return None
+    except ValueError as exc:
+        return str(exc)
     return f"no such file {path!r}"
 
 
@@ -212,11 +215,12 @@ def _from_env(env: Mapping[str, str], name: str, check: Callable[[str], str | No
 
 def _find(path: str | Path | None, env: Mapping[str, str]) -> tuple[Path | None, str]:
     """The config file to load and its text; ``(None, "")`` when there is none."""
-    if path is not None and str(path) != "":
-        source = Path(path).expanduser()
-    elif env.get(ENV_CONFIG):
-        source = Path(env[ENV_CONFIG]).expanduser()
-    else:
+    try:
+        named = str(path) if path is not None and str(path) != "" else env.get(ENV_CONFIG)
+        source = expand_user(named) if named else None
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if source is None:
         import platformdirs  # only this fallback needs it; keeps `import hostsched` light
 
         user = Path(platformdirs.user_config_dir("hostsched")) / "config.yaml"
@@ -259,7 +263,7 @@ class _Reader(NodeReader):
             prefix=self.get(nodes, "redis.prefix", prefix, RedisConfig.prefix),
             timeout=self.get(nodes, "redis.timeout", seconds, RedisConfig.timeout),
             tls_ca_file=(
-                Path(ca_file).expanduser()
+                expand_user(ca_file)
                 if ca_file
                 else self.get(nodes, "redis.tls_ca_file", self.existing_file, None)
             ),
@@ -330,7 +334,7 @@ class _Reader(NodeReader):
 
     def path(self, node: Node, key: str) -> Path:
         """A file path; relative ones are relative to the config file's folder."""
-        return self.base_dir / Path(self.string(node, key)).expanduser()
+        return self.base_dir / self.user_path(node, key)
 
     def existing_file(self, node: Node, key: str) -> Path:
         """A path (as :meth:`path`) that must name a file now, not at the first connection."""

@@ -122,14 +122,31 @@ class NodeReader:
         except QuantityError as exc:
             self.fail(node, key, exc.message, exc.hint)
 
+    def user_path(self, node: Node, key: str) -> Path:
+        """The path at ``node`` with ``~`` or ``~user`` expanded."""
+        text = self.string(node, key)
+        try:
+            return expand_user(text)
+        except ValueError as exc:
+            self.fail(node, key, str(exc))
+
     def secret(self, node: Node, key: str, *, base_dir: Path) -> str:
         """The contents of the file named at ``node``, without its trailing newline."""
-        file = base_dir / Path(self.string(node, key)).expanduser()
+        file = base_dir / self.user_path(node, key)
         try:
             return file.read_text(encoding="utf-8").rstrip("\r\n")
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
             self.fail(node, key, f"cannot read {str(file)!r}: {reason}")
+
+
+def expand_user(text: str) -> Path:
+    """``Path(text).expanduser()``; ValueError, not RuntimeError, for an unknown user."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:
+        problem = f"cannot expand {text[:60]!r}: no such user, or no home directory"
+        raise ValueError(problem) from None
 
 
 def text_problem(value: str) -> str | None:

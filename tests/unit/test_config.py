@@ -714,3 +714,30 @@ def test_live_hosts_take_fleet_lxd_settings_and_override_them(tmp_path: Path) ->
     assert three.pinned_fingerprint == "ab" * 31 + "cd" and three.insecure
     assert three.trust_password_file == tmp_path / "pw.txt"
     assert all(h.static is None for h in config.hosts)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "lxd: {client_key: '~no-such-user-here/x'}\n",
+        "redis: {password_file: '~no-such-user-here/pw'}\n",
+    ],
+)
+def test_a_home_of_an_unknown_user_is_a_config_error(tmp_path: Path, text: str) -> None:
+    """``~user`` of a user that does not exist was a RuntimeError (exit 1); found by the fuzz."""
+    with pytest.raises(ConfigError, match="no such user"):
+        load_text(tmp_path, text)
+
+
+def test_redis_cluster_settings(tmp_path: Path) -> None:
+    config = load_text(
+        tmp_path, "redis: {url: 'redis://10.0.0.1:7000', cluster: true, wait_replicas: 1}\n"
+    )
+    assert config.redis.cluster and config.redis.wait_replicas == 1
+    from_env = load_text(tmp_path, "", env={"HOSTSCHED_REDIS_CLUSTER": "yes"})
+    assert from_env.redis.cluster
+    for bad in ("redis: {wait_replicas: 99}\n", "redis: {cluster: maybe}\n"):
+        with pytest.raises(ConfigError):
+            load_text(tmp_path, bad)
+    with pytest.raises(ConfigError, match="HOSTSCHED_REDIS_CLUSTER"):
+        load_text(tmp_path, "", env={"HOSTSCHED_REDIS_CLUSTER": "sometimes"})
