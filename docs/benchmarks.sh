@@ -29,12 +29,18 @@ cli() {
 print(json.dumps({'case': sys.argv[2], 'baseline_ms': round(a*1e3,1), 'ms': round(b*1e3,1),
       'ratio': round(b/a, 2)}))" "$dir/hf.json" "$3"
 }
+# As an operator installs it (pip install ., not -e: an editable install adds an import hook
+# and, with PYTHONDONTWRITEBYTECODE, compiles the package on every start).
+python3 -m venv "$dir/venv"
+"$dir/venv/bin/pip" install -q . 2>/dev/null
 (
   unset HOSTSCHED_REDIS_URL
-  export HOSTSCHED_CONFIG=config.example.yaml
-  "$HS" collect >/dev/null
-  cli "$PY -c 'import redis, typer, rich.table, yaml'" "$HS schedule --cpu 0.001 --mem 1M" \
+  export HOSTSCHED_CONFIG=config.example.yaml HOSTSCHED_STATE_DIR="$dir/state"
+  "$dir/venv/bin/hostsched" collect >/dev/null
+  cli "$dir/venv/bin/python -c 'import redis, typer, rich.table, yaml'" \
+    "$dir/venv/bin/hostsched schedule --cpu 0.001 --mem 1M" \
     "CLI schedule, embedded default, vs import redis, typer, rich.table, yaml"
+  "$dir/venv/bin/hostsched" store stop >/dev/null
 )
 for n in 10 10000; do
   "$PY" - "$n" <<'PY'
@@ -50,8 +56,8 @@ _populate(store, [f"hv-{i:05d}" for i in range(n)], Resources(64000, 256 << 30, 
 PY
   printf 'redis:\n  prefix: cli%s\n' "$n" > "$dir/c$n.yaml"
 done
-cli "$HS --config $dir/c10.yaml schedule --cpu 0.001 --mem 1M" \
-    "$HS --config $dir/c10000.yaml schedule --cpu 0.001 --mem 1M" \
+cli "$dir/venv/bin/hostsched --config $dir/c10.yaml schedule --cpu 0.001 --mem 1M" \
+    "$dir/venv/bin/hostsched --config $dir/c10000.yaml schedule --cpu 0.001 --mem 1M" \
     "CLI schedule, 10,000 hosts vs 10 hosts"
 
 # Redis Cluster: the same bench with the fleet spread over 1 and over 3 primaries (each node
@@ -73,15 +79,22 @@ export HOSTSCHED_REDIS_URL="redis://127.0.0.1:$base" HOSTSCHED_REDIS_CLUSTER=1
 bench "cluster, 1 primary, 1 process" --hosts 60 --placements 5000
 bench "cluster, 1 primary, 8 processes" --hosts 60 --placements 8000 --processes 8
 stop_nodes
-base=$((base + 10))
-for i in 0 1 2 3 4 5; do node $((base + i)); done
-redis-cli --cluster create $(for i in 0 1 2 3 4 5; do printf '127.0.0.1:%s ' $((base + i)); done) \
-  --cluster-replicas 1 --cluster-yes >/dev/null
-sleep 3
-export HOSTSCHED_REDIS_URL="redis://127.0.0.1:$base"
+create() {  # first-port primaries replicas-per-primary
+  local ports=() i
+  for ((i = 0; i < $2 * ($3 + 1); i++)); do node $(($1 + i)); ports+=("127.0.0.1:$(($1 + i))"); done
+  redis-cli --cluster create "${ports[@]}" --cluster-replicas "$3" --cluster-yes >/dev/null
+  sleep 3
+  export HOSTSCHED_REDIS_URL="redis://127.0.0.1:$1"
+}
+create $((base + 10)) 3 0
 bench "cluster, 3 primaries, 1 process" --hosts 60 --placements 5000
 bench "cluster, 3 primaries, 8 processes" --hosts 60 --placements 8000 --processes 8
-bench "cluster, 3 primaries, 8 processes, WAIT 1 replica" --hosts 60 --placements 8000 \
-  --processes 8 --wait-replicas 1
-bench "cluster, 3 primaries, 1 process, WAIT 1 replica" --hosts 60 --placements 3000 \
+stop_nodes
+create $((base + 20)) 3 1
+bench "cluster, 3 primaries + 3 replicas, 1 process" --hosts 60 --placements 3000
+bench "cluster, 3 primaries + 3 replicas, 1 process, WAIT 1" --hosts 60 --placements 3000 \
   --wait-replicas 1
+bench "cluster, 3 primaries + 3 replicas, 8 processes" --hosts 60 --placements 8000 \
+  --processes 8
+bench "cluster, 3 primaries + 3 replicas, 8 processes, WAIT 1" --hosts 60 --placements 8000 \
+  --processes 8 --wait-replicas 1

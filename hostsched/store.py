@@ -163,6 +163,7 @@ class Store:
         self.client = client  # a redis.Redis, or a redis.cluster.RedisCluster
         self.keys = keys
         self._channel = channel or Channel(client)
+        self._keys_of: dict[str, list[str]] = {}
 
     @property
     def is_cluster(self) -> bool:
@@ -255,10 +256,13 @@ class Store:
         return Trip(self._channel, what)
 
     def _host_keys(self, host: str) -> list[str]:
-        """KEYS of reserve, release and cleanup, in their order."""
-        k = self.keys
-        return [k.resource(host), k.scheduled(host), k.reserved(host), k.expiry(host),
-                k.generation(host)]  # fmt: skip
+        """KEYS of reserve, release and cleanup, in their order (built once per host)."""
+        found = self._keys_of.get(host)
+        if found is None:
+            k = self.keys
+            found = self._keys_of[host] = [k.resource(host), k.scheduled(host), k.reserved(host),
+                                           k.expiry(host), k.generation(host)]  # fmt: skip
+        return found
 
     # -- reads -----------------------------------------------------------------------------
 

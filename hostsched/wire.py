@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from redis.exceptions import (
@@ -129,16 +129,17 @@ def pack(commands: Sequence[tuple[object, ...]]) -> bytes:
     for command in commands:
         out.append(b"*%d\r\n" % len(command))
         for arg in command:
-            if isinstance(arg, bytes):
-                data = arg
-            elif isinstance(arg, str):
-                data = arg.encode()
-            elif isinstance(arg, int) and not isinstance(arg, bool):
-                data = b"%d" % arg
-            elif isinstance(arg, float):
+            kind = type(arg)  # exact types first: this runs for every argument of every trip
+            if kind is str:
+                data = cast(str, arg).encode()
+            elif kind is int:
+                data = b"%d" % cast(int, arg)
+            elif kind is bytes:
+                data = cast(bytes, arg)
+            elif kind is float:
                 data = repr(arg).encode()
             else:
-                raise TypeError(f"cannot send {type(arg).__name__} to Redis")
+                raise TypeError(f"cannot send {kind.__name__} to Redis")
             out.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(out)
 
