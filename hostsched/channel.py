@@ -151,18 +151,23 @@ class ClusterChannel(Channel):
         self._lock = threading.Lock()
         self._connections = {}
         self._clients: dict[str, Any] = {}
+        self._owners: dict[int, str] = {}  # slot -> node, until the slot map is read again
 
     def _route(self, key: str | None) -> object:
         from redis.crc import key_slot
 
         slot = 0 if key is None else key_slot(key.encode())
-        node = self.cluster.nodes_manager.get_node_from_slot(slot)
-        self._clients[node.name] = node
-        return str(node.name)
+        owner = self._owners.get(slot)
+        if owner is None:
+            node = self.cluster.nodes_manager.get_node_from_slot(slot)
+            self._clients[node.name] = node
+            owner = self._owners[slot] = str(node.name)
+        return owner
 
     def _refresh(self) -> None:
         for node in list(self._connections):
             self._drop(node)
+        self._owners.clear()
         self.cluster.nodes_manager.initialize()
 
     def _pool(self, node: object) -> Any:
