@@ -51,3 +51,24 @@ def test_host_size_leaves_headroom() -> None:
     settings = BenchSettings(hosts=10, placements=10_000, request=Resources(2000, 1 << 30))
     size = bench.host_size(settings)
     assert size.cpu * settings.hosts >= 1.5 * settings.placements * 2000
+
+
+def test_check_fleet_measures_spread_and_counts_lost_or_doubled(store: Store) -> None:
+    """bench's balance and bookkeeping checks see a fleet as it is, not as it should be."""
+    from hostsched.bench import check_fleet
+    from hostsched.collect import collect
+    from hostsched.config import HostConfig, StaticHost
+    from hostsched.scheduler import Scheduler
+
+    static = StaticHost(Resources(10_000, 10 * (1 << 30), 100 * (1 << 30)), Resources())
+    config = Config(hosts=(HostConfig("a", static=static), HostConfig("b", static=static)))
+    collect(config, store)
+    g = 1 << 30
+    store.reserve({"a": [("x", Resources(5000, 5 * g, 50 * g))], "b": [("y", Resources(1000, g))]},
+                  reservation_ttl=60, stale_after=60)  # fmt: skip
+    check = check_fleet(Scheduler(config, store), ["x", "y"])
+    # a: 0.4 * 0.5 + 0.4 * 0.5 + 0.2 * 0.5 = 0.5; b: 0.4 * 0.1 + 0.4 * 0.1 = 0.08
+    assert round(check.spread, 6) == 0.42 and round(check.max_utilisation, 6) == 0.5
+    assert (check.overcommitted, check.sums_mismatched, check.lost_or_doubled) == (0, 0, 0)
+    assert check_fleet(Scheduler(config, store), ["x", "y", "z"]).lost_or_doubled == 1  # lost
+    assert check_fleet(Scheduler(config, store), ["x"]).lost_or_doubled == 1  # never made
