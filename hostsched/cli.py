@@ -208,9 +208,9 @@ def schedule(
 
     Example: hostsched schedule --cpu 2 --mem 4G --id web-1
     """
+    from hostsched.checks import describe
     from hostsched.model import Request, Resources
     from hostsched.quantity import parse_bytes, parse_count, parse_cpu
-    from hostsched.scheduler import describe
 
     opts = merged(ctx, config, redis_url, json_, verbose)
     request = Request(
@@ -379,11 +379,11 @@ def bench(
     Example: hostsched bench --hosts 1000 --placements 2000 --processes 4 --json
     """
     from hostsched.bench import BenchSettings, run_bench
+    from hostsched.checks import check_strategy
     from hostsched.connect import store_url
     from hostsched.model import Resources
     from hostsched.quantity import parse_bytes, parse_cpu
     from hostsched.render import bench_table
-    from hostsched.scheduler import check_strategy
 
     opts = merged(ctx, config, redis_url, json_, verbose)
     settings = BenchSettings(

@@ -16,7 +16,8 @@ from hostsched.codec import encode_actual
 from hostsched.config import Config, HostConfig
 from hostsched.errors import HostUnreachable, NoHostsError
 from hostsched.model import Resources
-from hostsched.store import LockGrant, Store
+from hostsched.replies import LockGrant
+from hostsched.store import Store
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,12 @@ the scheduler read every host, to be sure before it refuses.
 
 from __future__ import annotations
 
-import os
 import random
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from hostsched.codec import Summary
+from hostsched.checks import check_strategy, describe, reservation_ids
 from hostsched.config import Config
 from hostsched.errors import (
     HostschedError,
@@ -29,17 +27,13 @@ from hostsched.errors import (
     UnknownHostError,
     UsageError,
 )
-from hostsched.model import HostSnapshot, HostStatus, Placement, Plan, Request, Resources
-from hostsched.quantity import format_bytes, format_cpu
+from hostsched.model import HostStatus, Placement, Plan, Request, Resources
+from hostsched.replies import Changes, Published, ReserveOutcome
 from hostsched.snapshot import Fleet, fleet_snapshot
-from hostsched.store import Changes, Published, ReserveOutcome, Store
-from hostsched.strategies import SCORES, STRATEGY_NAMES, Context, plan
-from hostsched.view import FleetView
+from hostsched.store import Store
+from hostsched.strategies import SCORES, Context, plan
+from hostsched.view import FleetView, summary_of
 from hostsched.wire import Pending, Trip
-
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
-#: Placements in one schedule call: one plan, one round trip, all or nothing.
-MAX_COUNT = 10_000
 
 
 @dataclass(frozen=True)
@@ -55,43 +49,6 @@ class CleanupReport:
     forgotten: tuple[str, ...] = ()
     corrupt: tuple[str, ...] = ()
     problems: tuple[str, ...] = ()
-
-
-def describe(amount: Resources) -> str:
-    """``cpu 2, memory 4.0 GiB, disk 0 B, gpu 0`` for messages."""
-    return (
-        f"cpu {format_cpu(amount.cpu)}, memory {format_bytes(amount.memory)}, "
-        f"disk {format_bytes(amount.disk)}, gpu {amount.gpu}"
-    )
-
-
-def check_strategy(name: str) -> str:
-    if name not in STRATEGY_NAMES:
-        raise UsageError(
-            f"unknown strategy {name!r}", hint=f"valid strategies: {', '.join(STRATEGY_NAMES)}"
-        )
-    return name
-
-
-def reservation_ids(ids: Sequence[str], count: int) -> list[str]:
-    """The ids of ``count`` placements: as given, suffixed ``-1``… for one id, else generated."""
-    if not 1 <= count <= MAX_COUNT:
-        raise UsageError(f"--count must be from 1 to {MAX_COUNT}, not {count}")
-    if not ids:
-        ids = [f"hs-{os.urandom(6).hex()}" for _ in range(count)]
-    elif len(ids) == 1 and count > 1:
-        ids = [f"{ids[0]}-{i}" for i in range(1, count + 1)]
-    elif len(ids) != count:
-        raise UsageError(f"{len(ids)} ids given for --count {count}")
-    for rid in ids:
-        if not _ID_RE.match(rid):
-            raise UsageError(
-                f"invalid id {rid!r}",
-                hint="up to 128 letters, digits and . _ : @ -, starting with a letter or digit",
-            )
-    if len(set(ids)) != len(ids):
-        raise UsageError("the same id is given twice")
-    return list(ids)
 
 
 @dataclass
@@ -507,15 +464,3 @@ class Scheduler:
             problems=problems,
         )
 
-
-def summary_of(host: HostSnapshot, now: float) -> Summary:
-    """A host snapshot as the fleet view holds it."""
-    return Summary(
-        generation=host.generation,
-        collected_at=now - (host.age or 0.0),
-        limit=host.limit,
-        used=host.used,
-        reserved=host.reserved,
-        instances=host.instances,
-        labels=host.labels,
-    )

@@ -8,7 +8,7 @@ from types import MappingProxyType
 
 from hostsched.codec import BadValue, decode_actual, decode_reservation
 from hostsched.model import HostSnapshot, HostStatus, Reservation
-from hostsched.store import RawFleet, RawHost
+from hostsched.replies import RawFleet, RawHost
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,7 @@ Keys come only from :class:`hostsched.keys.Keys`.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -20,135 +19,40 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from hostsched.channel import Channel, ClusterChannel
-from hostsched.codec import BadValue, Summary, decode_summary, load_of
+from hostsched.codec import BadValue
 from hostsched.errors import StoreUnavailable
 from hostsched.keys import Keys
 from hostsched.model import Resources
-from hostsched.wire import Pending, Trip, redact, script, text, translated, wrong_type
+from hostsched.replies import (
+    Changes,
+    CleanupOutcome,
+    Joined,
+    LockGrant,
+    Published,
+    RawFleet,
+    RawHost,
+    ReserveOutcome,
+    WriteOutcome,
+    as_mapping,
+    changes_reply,
+    first_line,
+    kept,
+    published_reply,
+    unless_wrong_type,
+)
+from hostsched.wire import (
+    Pending,
+    Trip,
+    redact,
+    script,
+    text,
+    translated,
+    wrong_type,
+)
 
 __all__ = ["Store", "redact", "script", "translated"]
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class RawHost:
-    """One host's keys as read, before decoding; an Exception stands for a failed read."""
-
-    name: str
-    actual: bytes | Exception | None
-    reservations: Mapping[bytes, bytes] | Exception
-    lock: bytes | Exception | None
-    generation: bytes | Exception | None = None
-
-
-@dataclass(frozen=True)
-class RawFleet:
-    """Everything one fleet read returns, with the server's time of the read."""
-
-    now: float
-    members: frozenset[str]
-    hosts: tuple[RawHost, ...]
-    round_robin_cursor: str | None
-    problems: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Published:
-    """A host's summary as a script returned it: the text to publish, and its meaning."""
-
-    host: str
-    body: str
-    summary: Summary
-
-    @property
-    def load(self) -> float:
-        """The host's place in the view's load index: utilisation by the default weights."""
-        return load_of(self.summary)
-
-
-@dataclass(frozen=True)
-class ReserveOutcome:
-    """The reply of reserve.lua for one host."""
-
-    host: str
-    status: str
-    placed: tuple[str, ...] = ()
-    existing: tuple[str, ...] = ()
-    published: Published | None = None
-    reason: str | None = None
-
-    @property
-    def limit(self) -> Resources | None:
-        return None if self.published is None else self.published.summary.limit
-
-    @property
-    def used(self) -> Resources | None:
-        return None if self.published is None else self.published.summary.used
-
-    @property
-    def reserved(self) -> Resources | None:
-        return None if self.published is None else self.published.summary.reserved
-
-
-@dataclass(frozen=True)
-class LockGrant:
-    """A collect lock taken (or not), with the server time and the host's pending ids."""
-
-    acquired: bool
-    token: str
-    holder: str
-    server_time: float
-    pending: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class WriteOutcome:
-    status: str
-    generation: int
-    dropped: tuple[str, ...]
-    published: Published | None = None
-
-
-@dataclass(frozen=True)
-class CleanupOutcome:
-    removed: int
-    remaining: int
-    corrupt: int
-    has_actual: bool
-    published: Published | None = None
-
-
-@dataclass(frozen=True)
-class Changes:
-    """What the fleet view reported: the server time, its sequence number, new summaries.
-
-    ``entries`` are (host, summary JSON) pairs, decoded by the reader, which can skip those it
-    already has. ``sequence`` is -1 when the view's keys hold foreign data (the view is then
-    ignored: it is a hint, never the judge of fit).
-    """
-
-    now: float
-    sequence: int
-    hosts: int  # in the view, whatever was read
-    entries: tuple[tuple[str, bytes], ...]
-
-
-def _first_line(exc: Exception) -> str:
-    return (str(exc).splitlines() or [type(exc).__name__])[0]
-
-
-def _published(host: str, body: bytes | str) -> Published | None:
-    """A script's summary of ``host``; None for "" (no valid actual resources)."""
-    if not body:
-        return None
-    decoded = text(body)
-    return Published(host, decoded, decode_summary(decoded))
-
-
-def _changes(reply: list[Any]) -> Changes:
-    entries = tuple((text(reply[i]), reply[i + 1]) for i in range(3, len(reply) - 1, 2))
-    return Changes(float(reply[0]), int(reply[1]), int(reply[2]), entries)
 
 
 class Store:
@@ -224,7 +128,7 @@ class Store:
             pool.release(pool.make_connection())  # type: ignore[arg-type]  # unopened; reused
         except (ValueError, TypeError, RedisError) as exc:  # RedisClusterException: exit 5
             raise StoreUnavailable(
-                f"invalid Redis URL {redact(url)!r}: {_first_line(exc)}",
+                f"invalid Redis URL {redact(url)!r}: {first_line(exc)}",
                 hint="redis://host:port/db, rediss://host:port/db or unix:///path.sock",
             ) from None
         return cls(client, keys)
@@ -293,7 +197,7 @@ class Store:
 
     def queue_host_count(self, trip: Trip) -> Pending[int | None]:
         """How many hosts the host set holds; None if the key is not ours."""
-        return trip.command("SCARD", self.keys.hosts, parse=_unless_wrong_type, errors=True)
+        return trip.command("SCARD", self.keys.hosts, parse=unless_wrong_type, errors=True)
 
     def queue_round_robin_cursor(self, trip: Trip) -> Pending[str | None]:
         return trip.command(
@@ -302,7 +206,7 @@ class Store:
         )  # fmt: skip
 
     def _foreign_hosts_key(self, exc: Exception) -> str:
-        return f"{self.keys.hosts} is not a set of host names ({_first_line(exc)}): ignored"
+        return f"{self.keys.hosts} is not a set of host names ({first_line(exc)}): ignored"
 
     def read_fleet(self, expected: Sequence[str] = ()) -> RawFleet:
         """Read every host's keys, pipelined: one round trip when ``expected`` names them all.
@@ -339,10 +243,10 @@ class Store:
         k = self.keys
         return [
             (name, (
-                trip.command("GET", k.resource(name), parse=_kept, errors=True),
-                trip.command("HGETALL", k.scheduled(name), parse=_mapping, errors=True),
-                trip.command("GET", k.lock(name), parse=_kept, errors=True),
-                trip.command("GET", k.generation(name), parse=_kept, errors=True),
+                trip.command("GET", k.resource(name), parse=kept, errors=True),
+                trip.command("HGETALL", k.scheduled(name), parse=as_mapping, errors=True),
+                trip.command("GET", k.lock(name), parse=kept, errors=True),
+                trip.command("GET", k.generation(name), parse=kept, errors=True),
             ))
             for name in names
         ]  # fmt: skip
@@ -366,7 +270,7 @@ class Store:
         for item in publish:
             args += [item.host, round(item.load, 6), item.body]
         keys = [self.keys.fleet_summary, self.keys.fleet_changes, self.keys.fleet_load]
-        return trip.script("view", keys, args, parse=_changes)
+        return trip.script("view", keys, args, parse=changes_reply)
 
     def queue_placements(self, trip: Trip, ids: Sequence[str]) -> Pending[dict[str, str]]:
         """Where explicit ids were placed (by the index that ``schedule --id`` keeps)."""
@@ -379,7 +283,7 @@ class Store:
             replies = {i: h.get() for i, h in zip(ids, hosts, strict=True)}
             return {i: text(host) for i, host in replies.items() if host is not None}
 
-        return _Joined(found)
+        return Joined(found)
 
     def queue_remember_placements(
         self, trip: Trip, hosts: Mapping[str, str], *, ttl: float
@@ -407,7 +311,7 @@ class Store:
         def parse(reply: list[Any]) -> ReserveOutcome:
             status = text(reply[0])
             try:
-                published = _published(host, reply[1])
+                published = published_reply(host, reply[1])
             except BadValue as exc:
                 return ReserveOutcome(host, "corrupt", reason=str(exc))
             return ReserveOutcome(
@@ -451,7 +355,7 @@ class Store:
     ) -> Pending[tuple[tuple[str, ...], Published | None]]:
         def parse(reply: list[Any]) -> tuple[tuple[str, ...], Published | None]:
             try:
-                published = _published(host, reply[1])
+                published = published_reply(host, reply[1])
             except BadValue:
                 published = None
             return tuple(map(text, reply[0])), published
@@ -478,7 +382,7 @@ class Store:
         def parser(host: str) -> Any:
             def parse(r: list[Any]) -> CleanupOutcome:
                 try:
-                    published = _published(host, r[4])
+                    published = published_reply(host, r[4])
                 except BadValue:
                     published = None
                 return CleanupOutcome(int(r[0]), int(r[1]), int(r[2]), bool(r[3]), published)
@@ -506,7 +410,7 @@ class Store:
             for key, command in ((self.keys.hosts, "SREM"), (self.keys.fleet_summary, "HDEL"),
                                  (self.keys.fleet_changes, "ZREM"),
                                  (self.keys.fleet_load, "ZREM")):  # fmt: skip
-                trip.command(command, key, *hosts, parse=_unless_wrong_type, errors=True)
+                trip.command(command, key, *hosts, parse=unless_wrong_type, errors=True)
             trip.run()
 
     def set_round_robin_cursor(self, host: str) -> None:
@@ -561,7 +465,7 @@ class Store:
 
             def parse(r: list[Any], h: str = h) -> WriteOutcome:
                 try:
-                    published = _published(h, r[2])
+                    published = published_reply(h, r[2])
                 except BadValue:
                     published = None
                 return WriteOutcome(text(r[0]), int(r[1]), tuple(map(text, r[3:])), published)
@@ -575,46 +479,9 @@ class Store:
         stored = [h for h, outcome in outcomes.items() if outcome.status == "ok"]
         if stored:
             after = self.trip()
-            after.command("SADD", self.keys.hosts, *stored, parse=_unless_wrong_type, errors=True)
+            after.command("SADD", self.keys.hosts, *stored, parse=unless_wrong_type, errors=True)
             fresh = [o.published for o in outcomes.values() if o.published is not None]
             if fresh:
                 self.queue_view(after, publish=fresh)
             after.run()
         return outcomes
-
-
-def _raise(reply: Any) -> Any:
-    if isinstance(reply, Exception):
-        raise reply
-    return reply
-
-
-def _kept(reply: Any) -> Any:
-    """A reply as it is, a WRONGTYPE kept as the exception (one host's bad data)."""
-    if isinstance(reply, Exception) and not wrong_type(reply):
-        raise reply
-    return reply
-
-
-def _mapping(reply: Any) -> Any:
-    """HGETALL's reply as a dict (RESP2 sends a flat list), or the WRONGTYPE kept."""
-    reply = _kept(reply)
-    if isinstance(reply, list):
-        return dict(zip(reply[::2], reply[1::2], strict=True))
-    return reply
-
-
-class _Joined(Pending[T]):
-    """A value made from other replies of the same trip, once it has run."""
-
-    def __init__(self, compute: Callable[[], T]) -> None:
-        super().__init__(lambda _: compute())
-        self._compute = compute
-
-    def get(self) -> T:
-        return self._compute()
-
-
-def _unless_wrong_type(reply: Any) -> Any:
-    """The reply, or None for a WRONGTYPE: a fleet-wide key that is not ours is left alone."""
-    return None if wrong_type(reply) else _raise(reply)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from heapq import heapify, heappop, heappush
 
 from hostsched.codec import BadValue, Summary, decode_summary, summary_generation
-from hostsched.model import Resources
+from hostsched.model import HostSnapshot, Resources
 from hostsched.strategies import SCORES, Candidate, utilisation
 
 #: Candidates handed to a strategy beyond the placements of a batch: the best few, so a
@@ -224,4 +224,17 @@ class FleetView:
 def _eligible(host: ViewHost, labels: Mapping[str, str], fresh_since: float) -> bool:
     return host.collected_at >= fresh_since and (
         not labels or all(host.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+def summary_of(host: HostSnapshot, now: float) -> Summary:
+    """A host snapshot as the fleet view holds it."""
+    return Summary(
+        generation=host.generation,
+        collected_at=now - (host.age or 0.0),
+        limit=host.limit,
+        used=host.used,
+        reserved=host.reserved,
+        instances=host.instances,
+        labels=host.labels,
     )

@@ -1,9 +1,9 @@
 """Talking to Redis: the Lua scripts, error translation, and batched round trips.
 
-A :class:`Trip` packs many commands (scripts by SHA, plain commands) into one write on one
-connection and reads every reply: one round trip, whatever the number of commands, and without
-redis-py's per-command overhead, which costs more than the network on a local server. Every
-redis-py error becomes :class:`StoreUnavailable` here.
+A :class:`Trip` packs many commands (scripts by SHA, plain commands) into one write per server
+(see :mod:`hostsched.channel`) and reads every reply: one round trip, whatever the number of
+commands, and without redis-py's per-command overhead, which costs more than the network on a
+local server. Every redis-py error becomes :class:`StoreUnavailable` here.
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def pack(commands: Sequence[tuple[object, ...]]) -> bytes:
     return b"".join(out)
 
 
-def _raise(reply: Any) -> Any:
+def reply_or_raise(reply: Any) -> Any:
     if isinstance(reply, Exception):
         raise reply
     return reply
@@ -172,7 +172,7 @@ class Trip:
     def command(
         self,
         *args: object,
-        parse: Callable[[Any], T] = _raise,
+        parse: Callable[[Any], T] = reply_or_raise,
         errors: bool = False,
         key: str | None = None,
     ) -> Pending[T]:
@@ -187,7 +187,7 @@ class Trip:
         name: str,
         keys: Sequence[str],
         args: Sequence[object],
-        parse: Callable[[Any], T] = _raise,
+        parse: Callable[[Any], T] = reply_or_raise,
         errors: bool = False,
     ) -> Pending[T]:
         found = script(name)

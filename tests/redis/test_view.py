@@ -10,8 +10,9 @@ import redis
 from hostsched.codec import decode_summary
 from hostsched.collect import collect
 from hostsched.model import Resources
+from hostsched.replies import Published
 from hostsched.scheduler import Scheduler
-from hostsched.store import Published, Store
+from hostsched.store import Store
 from tests.redis.test_scheduler import cpu, fleet_config, static
 from tests.redis.test_store import HOST, G, put_host, reserve
 
