@@ -194,14 +194,15 @@ class Scheduler:
             raise self._insufficient(attempt)
 
     def _plan(self, attempt: _Attempt) -> list[tuple[str, str]] | None:
-        """Hosts for the pending ids: known ones first, the rest chosen by the strategy."""
+        """Hosts for the pending ids: known ones first, the rest chosen by the strategy.
+
+        An id the placement index knows goes back to its host, whether or not the view holds
+        that host (a one-shot view holds only the ends of the fleet): its reserve returns the
+        existing reservation, or refuses, and the id is then placed afresh.
+        """
         amount = attempt.request.resources
-        chosen = [
-            (rid, attempt.known[rid])
-            for rid in attempt.pending
-            if attempt.known.get(rid) in self.view.hosts
-        ]
-        rest = [rid for rid in attempt.pending if rid not in dict(chosen)]
+        chosen = [(rid, attempt.known[rid]) for rid in attempt.pending if rid in attempt.known]
+        rest = [rid for rid in attempt.pending if rid not in attempt.known]
         if not rest:
             return chosen
         candidates = self.view.window(

@@ -182,3 +182,19 @@ def test_one_shot_reads_only_the_ends_of_a_large_fleet(store: Store) -> None:
 
 def ids_on(store: Store, *hosts: str) -> list[str]:
     return [k.decode() for h in hosts for k in store.client.hkeys(store.keys.scheduled(h))]
+
+
+def test_a_retry_finds_its_host_outside_a_one_shot_view(store: Store) -> None:
+    """The host of a retried id may be in the middle of the load order, which a one-shot
+    scheduler does not read: the placement index sends the retry there all the same."""
+    hosts = [static(f"hv-{i:03d}", 16, used_cpu=i * 15 // 200) for i in range(200)]
+    config = fleet_config(*hosts)
+    collect(config, store)
+    store.reserve({"hv-100": [("x", Resources(1000))]}, reservation_ttl=60, stale_after=60)
+    store.client.set(store.keys.placement("x"), "hv-100")  # as schedule --id x left it
+    probe = Scheduler(config, store)
+    probe.schedule(cpu(1), dry_run=True)
+    assert "hv-100" not in probe.view.hosts  # the case this test is about
+    again = Scheduler(config, store).schedule(cpu(1), ids=["x"]).placements[0]
+    assert again.existing and again.host == "hv-100"
+    assert ids_on(store, *(h.name for h in hosts)) == ["x"]
