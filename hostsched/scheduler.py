@@ -406,7 +406,7 @@ class Scheduler:
         self.stats.full_reads += 1
         for host in fleet.hosts:
             if host.status in (HostStatus.ONLINE, HostStatus.STALE) and host.age is not None:
-                self.view.apply(host.name, summary_of(host, fleet.now), force=True)
+                self.view.apply(host.name, summary_of(host, fleet.now))
             else:
                 self.view.discard(host.name)
 
@@ -446,9 +446,7 @@ class Scheduler:
         stored, problems = self.store.host_names()
         names = sorted(stored.union(h.name for h in self.config.hosts))
         outcomes = self.store.cleanup(names, reservation_ttl=self.config.reservation_ttl)
-        self.store.publish(
-            [o.published for o in outcomes.values() if o.published is not None], force=True
-        )
+        self.store.publish([o.published for o in outcomes.values() if o.published is not None])
         configured = {h.name for h in self.config.hosts}
         gone = [
             name

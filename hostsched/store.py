@@ -259,14 +259,13 @@ class Store:
         *,
         read: str = "-",
         publish: Sequence[Published] = (),
-        force: bool = False,
     ) -> Pending[Changes]:
         """Offer summaries to the fleet view (a newer generation there wins) and read from it.
 
         ``read``: "-" nothing, "all", "since:N" (what was published after sequence number N),
         or "ends:K" (the K least and K most loaded hosts, by the default weights).
         """
-        args: list[object] = [read, "1" if force else "0"]
+        args: list[object] = [read]
         for item in publish:
             args += [item.host, round(item.load, 6), item.body]
         keys = [self.keys.fleet_summary, self.keys.fleet_changes, self.keys.fleet_load]
@@ -396,11 +395,11 @@ class Store:
         trip.run()
         return {h: p.get() for h, p in pending.items()}
 
-    def publish(self, summaries: Sequence[Published], *, force: bool = False) -> None:
+    def publish(self, summaries: Sequence[Published]) -> None:
         """Publish summaries in a round trip of their own (nothing to do for none)."""
         if summaries:
             trip = self.trip("publishing to the fleet view")
-            self.queue_view(trip, publish=summaries, force=force)
+            self.queue_view(trip, publish=summaries)
             trip.run()
 
     def forget_hosts(self, hosts: Sequence[str]) -> None:

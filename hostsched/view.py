@@ -136,10 +136,10 @@ class FleetView:
         """The server's time, estimated from its last reading and the local monotonic clock."""
         return self._server_time + time.monotonic() - self._local_time
 
-    def apply(self, name: str, summary: Summary, *, force: bool = False) -> None:
+    def apply(self, name: str, summary: Summary) -> None:
         """Take a host's summary unless the view already has a newer one."""
         known = self.hosts.get(name)
-        if known is not None and not force and known.generation >= summary.generation:
+        if known is not None and known.generation >= summary.generation:
             return
         host = view_host(name, summary)
         self.hosts[name] = host

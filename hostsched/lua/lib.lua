@@ -174,8 +174,16 @@ local function current_generation(gen)
   return tonumber(current)
 end
 
--- Count a change of the host's state (after current_generation found the counter good).
-local function bump(gen) return redis.call('INCR', gen) end
+-- Count a change of the host's state (after current_generation found the counter good). A new
+-- counter starts at the server's time in microseconds, so one that was lost and made anew is
+-- still above every generation it had before, and the newest summary of a host always wins.
+local function bump(gen)
+  if redis.call('EXISTS', gen) == 0 then
+    local t = redis.call('TIME')
+    return redis.call('INCRBY', gen, tonumber(t[1]) * 1000000 + tonumber(t[2]))
+  end
+  return redis.call('INCR', gen)
+end
 
 -- The host's summary for the fleet view: what a scheduler needs to choose it, as JSON whose
 -- first member is the generation (the fleet script orders summaries by it without decoding).

@@ -5,15 +5,14 @@
 -- KEYS[3]  P:{fleet}:load      zset: host -> utilisation (0 idle .. 1 full), to find the ends
 -- ARGV[1]  what to read: "-" nothing, "all", "since:N" (published after sequence number N),
 --          or "ends:K" (the K least and the K most loaded hosts)
--- ARGV[2]  "1" to write even if not newer (the caller read the hosts' own keys), else "0"
--- ARGV[3..] triples to publish: host, utilisation, summary
+-- ARGV[2..] triples to publish: host, utilisation, summary
 --
 -- Returns {server time "sec.usec", sequence number now, hosts in the view, host, summary, ...},
 -- without the summaries this call wrote (the caller has them). The sequence number is -1 if a
 -- key is not ours: then nothing is written or read, as the view is only a hint; nobody depends
 -- on it for correctness. Summaries of one host can arrive out of order from several
 -- schedulers; the generation, bumped atomically with every change of the host, keeps an older
--- one from winning.
+-- one from winning (generations start from the server's clock, so they only ever grow).
 
 local t = redis.call('TIME')
 local reply = {string.format('%d.%06d', tonumber(t[1]), tonumber(t[2])), -1, 0}
@@ -26,14 +25,14 @@ end
 local top = redis.call('ZREVRANGE', KEYS[2], 0, 0, 'WITHSCORES')
 local seq = tonumber(top[2] or 0)
 
-local force, mine = ARGV[2] == '1', {}
-for i = 3, #ARGV, 3 do
+local mine = {}
+for i = 2, #ARGV, 3 do
   local host, load, body = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local gen = tonumber(string.match(body, '^{"gen":(%d+)'))
   if gen and tonumber(load) then
     local current = redis.call('HGET', KEYS[1], host)
     local known = current and tonumber(string.match(current, '^{"gen":(%d+)'))
-    if force or not known or gen > known then
+    if not known or gen > known then
       seq = seq + 1
       redis.call('HSET', KEYS[1], host, body)
       redis.call('ZADD', KEYS[2], seq, host)
