@@ -16,6 +16,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
 
 from hostsched.checks import check_strategy, describe, reservation_ids
@@ -24,6 +25,7 @@ from hostsched.errors import (
     HostschedError,
     InsufficientResources,
     NoHostsError,
+    StoreUnavailable,
     UnknownHostError,
     UsageError,
 )
@@ -165,8 +167,10 @@ class Scheduler:
         except BaseException:
             self._undo(attempt.placed_now)
             raise
-        finally:
-            if not self.long_lived:
+        if not self.long_lived:
+            # The placements are made: news for the view is a hint, and a store that fails
+            # now must not turn them into an error (cleanup republishes every host).
+            with suppress(StoreUnavailable):
                 self.flush()
         return Plan(strategy, tuple(attempt.done[rid] for rid in wanted), dry_run)
 
