@@ -21,7 +21,7 @@ from typing import Any
 
 from hostsched.codec import encode_actual
 from hostsched.config import Config
-from hostsched.errors import InsufficientResources
+from hostsched.errors import InsufficientResources, UsageError
 from hostsched.keys import Keys
 from hostsched.model import Overcommit, Request, Resources
 from hostsched.scheduler import Scheduler
@@ -153,19 +153,32 @@ def _cpu_seconds() -> float:
     return times.user + times.system
 
 
+def _primaries(store: Store) -> list[Any]:
+    """A client per primary: the cluster's, or the one server."""
+    if store.is_cluster:
+        return [n.redis_connection for n in store.client.get_primaries()]
+    return [store.client]
+
+
 def server_cpu_seconds(store: Store) -> tuple[float, int]:
     """CPU time the servers have used (INFO cpu, summed over a cluster's primaries), and
     how many primaries there are."""
-    nodes = (
-        [n.redis_connection for n in store.client.get_primaries()]
-        if store.is_cluster
-        else [store.client]
-    )
     total = 0.0
-    for node in nodes:
+    for node in _primaries(store):
         info = node.info("cpu")
         total += float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-    return total, len(nodes)
+    return total, len(_primaries(store))
+
+
+def _check_replicas(store: Store, wanted: int) -> None:
+    """Refuse to wait for replicas that are not there: every placement would time out."""
+    if wanted:
+        have = min(int(n.info("replication").get("connected_slaves", 0)) for n in _primaries(store))
+        if have < wanted:
+            raise UsageError(
+                f"--wait-replicas {wanted}, but a primary has {have} connected replicas",
+                hint="each placement would wait redis.timeout / 2 for replicas that never answer",
+            )
 
 
 def _child(job: _Worker, start: Any, results: Any) -> None:
@@ -331,6 +344,7 @@ def run_bench(config: Config, url: str, settings: BenchSettings) -> BenchResult:
                       for i in range(settings.processes)]  # fmt: skip
             jobs = [_Worker(url, config.redis.password, bench_config, names, share, settings)
                     for share in shares if share]  # fmt: skip
+            _check_replicas(store, bench_config.redis.wait_replicas)
             server_before, primaries = server_cpu_seconds(store)
             outcomes, seconds = _run_workers(jobs)
             server_cpu = server_cpu_seconds(store)[0] - server_before

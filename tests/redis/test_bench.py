@@ -72,3 +72,14 @@ def test_check_fleet_measures_spread_and_counts_lost_or_doubled(store: Store) ->
     assert (check.overcommitted, check.sums_mismatched, check.lost_or_doubled) == (0, 0, 0)
     assert check_fleet(Scheduler(config, store), ["x", "y", "z"]).lost_or_doubled == 1  # lost
     assert check_fleet(Scheduler(config, store), ["x"]).lost_or_doubled == 1  # never made
+
+
+def test_bench_refuses_to_wait_for_replicas_that_are_not_there(redis_url: str) -> None:
+    import pytest
+
+    from hostsched.errors import UsageError
+
+    config = Config(redis=RedisConfig(url=redis_url))
+    with pytest.raises(UsageError, match="0 connected replicas"):
+        run_bench(config, redis_url, BenchSettings(hosts=2, placements=4, wait_replicas=1))
+    assert Store.connect(redis_url, keys=bench.Keys("hostsched")).client.keys("*") == []
