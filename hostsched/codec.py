@@ -201,12 +201,3 @@ def decode_summary(raw: bytes | str) -> Summary:
         instances=instances,
         labels=MappingProxyType(labels),
     )
-
-
-def load_of(summary: Summary) -> float:
-    """Utilisation by the default least_loaded weights (CPU 40 %, memory 40 %, disk 20 %)."""
-    load, limit = summary.used + summary.reserved, summary.limit
-    shares = [
-        (0.4, load.cpu, limit.cpu), (0.4, load.memory, limit.memory), (0.2, load.disk, limit.disk)
-    ]  # fmt: skip
-    return sum(weight * (part / whole if whole > 0 else 0.0) for weight, part, whole in shares)

@@ -10,8 +10,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from hostsched.codec import Summary, decode_summary, load_of
+from hostsched.codec import Summary, decode_summary
 from hostsched.model import Resources
+from hostsched.strategies import DEFAULT_WEIGHTS, Candidate, utilisation
 from hostsched.wire import Pending, reply_or_raise, text, wrong_type
 
 T = TypeVar("T")
@@ -50,7 +51,9 @@ class Published:
     @property
     def load(self) -> float:
         """The host's place in the view's load index: utilisation by the default weights."""
-        return load_of(self.summary)
+        summary = self.summary
+        host = Candidate(self.host, summary.limit, summary.used + summary.reserved)
+        return utilisation(host, DEFAULT_WEIGHTS)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ STRATEGY_NAMES = (
     "consistent_hash",
 )
 DEFAULT_STRATEGY = "least_loaded"
+#: least_loaded's weights of CPU, memory and disk unless configured (scheduling.weights).
+DEFAULT_WEIGHTS = (0.4, 0.4, 0.2)
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,7 @@ class Context:
 
     request: Resources
     request_id: str = ""
-    weights: tuple[float, float, float] = (0.4, 0.4, 0.2)
+    weights: tuple[float, float, float] = DEFAULT_WEIGHTS
     cursor: str | None = None
     rng: random.Random = field(default_factory=random.Random)
 
