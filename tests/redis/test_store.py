@@ -209,11 +209,15 @@ def test_release_drops_only_named(store: Store) -> None:
 
 def test_cleanup_prunes_expired_and_reports_corrupt(store: Store) -> None:
     put_host(store)
-    reserve(store, ("old-1", Resources(1)), ("old-2", Resources(1)))
-    time.sleep(0.06)
-    reserve(store, ("new", Resources(1)), ttl=1)
+    reserve(store, ("old-1", Resources(1)), ("old-2", Resources(1)), ("new", Resources(1)))
+    # Age two of them by a minute (no sleeping: a slow machine would age "new" too).
+    for rid in ("old-1", "old-2"):
+        entry = reservations(store)[rid]
+        entry["t"] -= 60
+        store.client.hset(store.keys.scheduled(HOST), rid, json.dumps(entry))
+        store.client.zadd(store.keys.expiry(HOST), {rid: entry["t"]})
     store.client.hset(store.keys.scheduled(HOST), "bad", "{")
-    outcome = store.cleanup([HOST, "gone"], reservation_ttl=0.05)
+    outcome = store.cleanup([HOST, "gone"], reservation_ttl=30)
     assert outcome[HOST].removed == 2 and outcome[HOST].corrupt == 1
     assert outcome[HOST].remaining == 2
     assert outcome[HOST].has_actual and not outcome["gone"].has_actual
