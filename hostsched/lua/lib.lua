@@ -154,7 +154,9 @@ local function expire_by_scan(scheduled, now, ttl)
       expired[#expired + 1] = entries[i]
     end
   end
-  if #expired > 0 then redis.call('HDEL', scheduled, unpack(expired)) end
+  for first = 1, #expired, 1000 do  -- in chunks: unpack takes a few thousand values at most
+    redis.call('HDEL', scheduled, unpack(expired, first, math.min(first + 999, #expired)))
+  end
   return #expired, corrupt
 end
 

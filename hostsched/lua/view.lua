@@ -64,7 +64,13 @@ else
   return reply
 end
 if #hosts == 0 then return reply end
-bodies = bodies or redis.call('HMGET', KEYS[1], unpack(hosts))
+if not bodies then  -- in chunks: unpack takes a few thousand values at most
+  bodies = {}
+  for first = 1, #hosts, 1000 do
+    local chunk = redis.call('HMGET', KEYS[1], unpack(hosts, first, math.min(first + 999, #hosts)))
+    for _, body in ipairs(chunk) do bodies[#bodies + 1] = body end
+  end
+end
 for i, host in ipairs(hosts) do
   if bodies[i] and not mine[host] then
     reply[#reply + 1] = host

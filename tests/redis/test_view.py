@@ -201,3 +201,22 @@ def test_a_retry_finds_its_host_outside_a_one_shot_view(store: Store) -> None:
     again = Scheduler(config, store).schedule(cpu(1), ids=["x"]).placements[0]
     assert again.existing and again.host == "hv-100"
     assert ids_on(store, *(h.name for h in hosts)) == ["x"]
+
+
+def test_large_reads_and_prunes_are_chunked(store: Store) -> None:
+    """Lua's unpack takes a few thousand values: 9,000 hosts or entries at once still work."""
+    put_host(store)
+    outcome = reserve(store, ("a", Resources(1000)))
+    assert outcome.published
+    many = [Published(f"h{i:05d}", outcome.published.body, outcome.published.summary)
+            for i in range(9000)]  # fmt: skip
+    publish(store, *many)
+    trip = store.trip()
+    since = store.queue_view(trip, read="since:0")
+    trip.run()
+    assert len(since.get().entries) == 9001  # and HOST's own, published by its collect
+    old = json.dumps({"cpu": 1, "memory": 0, "disk": 0, "gpu": 0, "t": store.ping() - 600})
+    store.client.hset(store.keys.scheduled(HOST), mapping={f"old-{i}": old for i in range(9000)})
+    store.client.hset(store.keys.scheduled(HOST), "bad", "{")  # pruned by reading them all
+    cleaned = store.cleanup([HOST], reservation_ttl=60)[HOST]
+    assert (cleaned.removed, cleaned.remaining, cleaned.corrupt) == (9000, 2, 1)  # "a", "bad"
