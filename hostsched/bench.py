@@ -153,27 +153,21 @@ def _cpu_seconds() -> float:
     return times.user + times.system
 
 
-def _primaries(store: Store) -> list[Any]:
-    """A client per primary: the cluster's, or the one server."""
-    if store.is_cluster:
-        return [n.redis_connection for n in store.client.get_primaries()]
-    return [store.client]
-
-
 def server_cpu_seconds(store: Store) -> tuple[float, int]:
     """CPU time the servers have used (INFO cpu, summed over a cluster's primaries), and
     how many primaries there are."""
     total = 0.0
-    for node in _primaries(store):
+    primaries = store.primaries()
+    for node in primaries:
         info = node.info("cpu")
         total += float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-    return total, len(_primaries(store))
+    return total, len(primaries)
 
 
 def _check_replicas(store: Store, wanted: int) -> None:
     """Refuse to wait for replicas that are not there: every placement would time out."""
     if wanted:
-        have = min(int(n.info("replication").get("connected_slaves", 0)) for n in _primaries(store))
+        have = min(int(n.info("replication").get("connected_slaves", 0)) for n in store.primaries())
         if have < wanted:
             raise UsageError(
                 f"--wait-replicas {wanted}, but a primary has {have} connected replicas",

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Sequence
 from contextlib import suppress
-from typing import Any
+from typing import Any, cast
 
 import redis
 from redis.exceptions import (
@@ -39,6 +39,31 @@ _REROUTE = (AskError, ClusterDownError, TryAgainError)
 Command = tuple[object, ...]
 
 
+def pack(commands: Sequence[tuple[object, ...]]) -> bytes:
+    """Commands in the Redis protocol (RESP), ready to send in one write.
+
+    The same bytes as redis-py's packer for str, bytes, int and float arguments, faster: in a
+    profile of bench, redis-py's packer was the largest Python cost of a placement.
+    """
+    out = []
+    for command in commands:
+        out.append(b"*%d\r\n" % len(command))
+        for arg in command:
+            kind = type(arg)  # exact types first: this runs for every argument of every trip
+            if kind is str:
+                data = cast(str, arg).encode()
+            elif kind is int:
+                data = b"%d" % cast(int, arg)
+            elif kind is bytes:
+                data = cast(bytes, arg)
+            elif kind is float:
+                data = repr(arg).encode()
+            else:
+                raise TypeError(f"cannot send {kind.__name__} to Redis")
+            out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
 class Channel:
     """Commands to one Redis server, on one kept connection."""
 
@@ -46,10 +71,9 @@ class Channel:
         self.client = client
         self._lock = threading.Lock()
         self._connections: dict[object, Any] = {}  # redis-py's connections are untyped
+        self.round_trips = 0  # sends of a batch to the servers (in a cluster, in parallel)
 
-    def exchange(
-        self, commands: Sequence[Command], keys: Sequence[str | None], pack: Any
-    ) -> list[Any]:
+    def exchange(self, commands: Sequence[Command], keys: Sequence[str | None]) -> list[Any]:
         """Send the commands and read every reply (error replies as exceptions, in place).
 
         ``keys`` route each command (its first key; None for a command with none).
@@ -61,7 +85,7 @@ class Channel:
                 groups: dict[object, list[int]] = {}
                 for i in todo:
                     groups.setdefault(self._route(keys[i]), []).append(i)
-                failed = self._send_and_read(groups, commands, replies, pack)
+                failed = self._send_and_read(groups, commands, replies)
                 retry = failed + [i for i in todo if isinstance(replies[i], _REROUTE)]
                 if not retry:
                     break
@@ -79,9 +103,9 @@ class Channel:
         groups: dict[object, list[int]],
         commands: Sequence[Command],
         replies: list[Any],
-        pack: Any,
     ) -> list[int]:
         """Write each node's commands, then read each node's replies; the indices that failed."""
+        self.round_trips += 1
         failed: list[int] = []
         sent = []
         for node, indices in groups.items():
@@ -150,6 +174,7 @@ class ClusterChannel(Channel):
         self.cluster = client
         self._lock = threading.Lock()
         self._connections = {}
+        self.round_trips = 0
         self._clients: dict[str, Any] = {}
         self._owners: dict[int, str] = {}  # slot -> node, until the slot map is read again
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from hostsched.codec import Summary, decode_summary
+from hostsched.codec import BadValue, Summary, decode_summary
 from hostsched.model import Resources
 from hostsched.strategies import DEFAULT_WEIGHTS, Candidate, utilisation
 from hostsched.wire import Pending, reply_or_raise, text, wrong_type
@@ -133,6 +133,21 @@ def published_reply(host: str, body: bytes | str) -> Published | None:
         return None
     decoded = text(body)
     return Published(host, decoded, decode_summary(decoded))
+
+
+def published_or_none(host: str, body: bytes | str) -> Published | None:
+    """A script's summary of ``host``; None for "" or for one that does not parse (the view
+    is a hint: the host's own keys are what count)."""
+    try:
+        return published_reply(host, body)
+    except BadValue:
+        return None
+
+
+def time_reply(reply: list[bytes]) -> float:
+    """TIME's reply in seconds."""
+    seconds, micros = reply
+    return int(seconds) + int(micros) / 1e6
 
 
 def changes_reply(reply: list[Any]) -> Changes:

@@ -383,7 +383,7 @@ class Scheduler:
     def _queue_view_update(self, trip: Trip) -> Pending[Changes]:
         """Publish what this scheduler changed, and read what others published, in ``trip``."""
         if self._cursor_dirty and self._cursor is not None:
-            trip.command("SET", self.store.keys.round_robin_cursor, self._cursor)
+            self.store.queue_set_round_robin_cursor(trip, self._cursor)
             self._cursor_dirty = False
         publish, self._unpublished = list(self._unpublished.values()), {}
         self._last_exchange = time.monotonic()

@@ -37,7 +37,9 @@ from hostsched.replies import (
     changes_reply,
     first_line,
     kept,
+    published_or_none,
     published_reply,
+    time_reply,
     unless_wrong_type,
 )
 from hostsched.wire import (
@@ -133,16 +135,22 @@ class Store:
             ) from None
         return cls(client, keys)
 
+    @property
+    def round_trips(self) -> int:
+        """Batches sent to the server(s) so far, re-sends included."""
+        return self._channel.round_trips
+
+    def primaries(self) -> list[redis.Redis]:
+        """A plain client per primary: the cluster's, or the one server's."""
+        if self.is_cluster:
+            return [node.redis_connection for node in self.client.get_primaries()]
+        return [self.client]
+
     def delete_all(self) -> int:
         """Delete every key under the prefix (bench's fleet), on every primary; how many."""
-        nodes = (
-            [n.redis_connection for n in self.client.get_primaries()]
-            if self.is_cluster
-            else [self.client]
-        )
         deleted = 0
         with translated("deleting keys"):
-            for node in nodes:
+            for node in self.primaries():
                 pipe = node.pipeline(transaction=False)
                 for key in node.scan_iter(match=f"{self.keys.prefix}:*", count=1000):
                     pipe.unlink(key)  # one key each: in a cluster they live in many slots
@@ -173,10 +181,13 @@ class Store:
     def ping(self) -> float:
         """The server's time (one round trip); raises StoreUnavailable if it does not answer."""
         trip = self.trip()
-        clock: Pending[list[bytes]] = trip.command("TIME")
+        clock = self.queue_time(trip)
         trip.run()
-        seconds, micros = clock.get()
-        return int(seconds) + int(micros) / 1e6
+        return clock.get()
+
+    def queue_time(self, trip: Trip) -> Pending[float]:
+        """The server's clock, in seconds (in a cluster, the clock of slot 0's primary)."""
+        return trip.command("TIME", parse=time_reply)
 
     def host_names(self) -> tuple[frozenset[str], tuple[str, ...]]:
         """The names in the host set, and a problem if the key holds something else."""
@@ -199,6 +210,10 @@ class Store:
         """How many hosts the host set holds; None if the key is not ours."""
         return trip.command("SCARD", self.keys.hosts, parse=unless_wrong_type, errors=True)
 
+    def queue_set_round_robin_cursor(self, trip: Trip, host: str) -> None:
+        """Remember the last host chosen; a lost or stale update only shifts the rotation."""
+        trip.command("SET", self.keys.round_robin_cursor, host)
+
     def queue_round_robin_cursor(self, trip: Trip) -> Pending[str | None]:
         return trip.command(
             "GET", self.keys.round_robin_cursor,
@@ -215,7 +230,7 @@ class Store:
         ride in the same round trip as the host set; hosts the set adds are read in a second one.
         """
         trip = self.trip("reading the fleet")
-        clock: Pending[list[bytes]] = trip.command("TIME")
+        clock = self.queue_time(trip)
         members = self.queue_host_names(trip)
         cursor = self.queue_round_robin_cursor(trip)
         names = list(dict.fromkeys(expected))
@@ -227,9 +242,8 @@ class Store:
             again = self.trip("reading the fleet")
             hosts += self._queue_host_reads(again, extra)
             again.run()
-        seconds, micros = clock.get()
         return RawFleet(
-            now=int(seconds) + int(micros) / 1e6,
+            now=clock.get(),
             members=known,
             hosts=tuple(RawHost(name, *(p.get() for p in reads)) for name, reads in hosts),
             round_robin_cursor=cursor.get(),
@@ -353,11 +367,7 @@ class Store:
         self, trip: Trip, host: str, ids: Sequence[str]
     ) -> Pending[tuple[tuple[str, ...], Published | None]]:
         def parse(reply: list[Any]) -> tuple[tuple[str, ...], Published | None]:
-            try:
-                published = published_reply(host, reply[1])
-            except BadValue:
-                published = None
-            return tuple(map(text, reply[0])), published
+            return tuple(map(text, reply[0])), published_or_none(host, reply[1])
 
         return trip.script("release", self._host_keys(host), list(ids), parse=parse)
 
@@ -380,10 +390,7 @@ class Store:
 
         def parser(host: str) -> Any:
             def parse(r: list[Any]) -> CleanupOutcome:
-                try:
-                    published = published_reply(host, r[4])
-                except BadValue:
-                    published = None
+                published = published_or_none(host, r[4])
                 return CleanupOutcome(int(r[0]), int(r[1]), int(r[2]), bool(r[3]), published)
 
             return parse
@@ -411,12 +418,6 @@ class Store:
                                  (self.keys.fleet_load, "ZREM")):  # fmt: skip
                 trip.command(command, key, *hosts, parse=unless_wrong_type, errors=True)
             trip.run()
-
-    def set_round_robin_cursor(self, host: str) -> None:
-        """Remember the last host chosen; a lost or stale update only shifts the rotation."""
-        trip = self.trip()
-        trip.command("SET", self.keys.round_robin_cursor, host)
-        trip.run()
 
     # -- collect ---------------------------------------------------------------------------
 
@@ -463,10 +464,7 @@ class Store:
             k = self.keys
 
             def parse(r: list[Any], h: str = h) -> WriteOutcome:
-                try:
-                    published = published_reply(h, r[2])
-                except BadValue:
-                    published = None
+                published = published_or_none(h, r[2])
                 return WriteOutcome(text(r[0]), int(r[1]), tuple(map(text, r[3:])), published)
 
             keys = [k.resource(h), k.scheduled(h), k.lock(h), k.generation(h), k.reserved(h),
