@@ -121,7 +121,7 @@ def _work(job: _Worker, ready: Callable[[], None]) -> _Outcome:
         began = time.perf_counter()
         scheduler.prepare()
         view_read = time.perf_counter() - began
-        trips_before = scheduler.stats.round_trips
+        trips_before = store.round_trips
         ready()
         cpu_before = _cpu_seconds()
         for _ in range(job.calls):
@@ -143,7 +143,7 @@ def _work(job: _Worker, ready: Callable[[], None]) -> _Outcome:
         store.close()
     return _Outcome(
         latencies, placed, failures, scheduler.stats.refusals,
-        scheduler.stats.round_trips - trips_before, view_read, unreplicated, cpu,
+        store.round_trips - trips_before, view_read, unreplicated, cpu,
     )  # fmt: skip
 
 

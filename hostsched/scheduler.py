@@ -59,7 +59,6 @@ class SchedulerStats:
 
     placements: int = 0
     refusals: int = 0
-    round_trips: int = 0
     full_reads: int = 0
 
 
@@ -259,7 +258,6 @@ class Scheduler:
         )
         changes = self._queue_view_update(trip) if exchange else None
         trip.run()
-        self.stats.round_trips += 1
         if changes is not None:
             self._apply_changes(changes.get())
         for host, reply in replies.items():
@@ -311,13 +309,13 @@ class Scheduler:
             return NoHostsError(
                 "no hosts known", hint="list hosts in the config and run `hostsched collect`"
             )
-        online = [h for h in self.view.hosts.values() if now - h.collected_at <= stale_after]
-        if not online:
+        if all(now - h.collected_at > stale_after for h in self.view.hosts.values()):
             return NoHostsError(
                 f"none of the {len(known)} known hosts is online",
                 hint="run `hostsched collect`; `hostsched inspect` shows each host's status",
             )
-        matching = [h for h in online if self.view.eligible(h, request.labels, stale_after)]
+        hosts = self.view.hosts.values()
+        matching = [h for h in hosts if self.view.eligible(h, request.labels, stale_after)]
         if not matching:
             wanted = ", ".join(f"{k}={v}" for k, v in sorted(request.labels.items()))
             return NoHostsError(f"no online host has the labels {wanted}")
@@ -367,8 +365,8 @@ class Scheduler:
             count_stored = self.store.queue_host_count(trip)
             cursor = self.store.queue_round_robin_cursor(trip)
         trip.run()
-        self.stats.round_trips += 1
         if full:
+            self._last_exchange = time.monotonic()  # the view was just read: news enough
             self.view.clear()
             read_changes = changes.get()
             self._apply_changes(read_changes)

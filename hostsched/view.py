@@ -17,10 +17,11 @@ import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from heapq import heapify, heappop, heappush
+from typing import Any
 
 from hostsched.codec import BadValue, Summary, decode_summary, summary_generation
-from hostsched.model import HostSnapshot, Resources
-from hostsched.strategies import SCORES, Candidate, utilisation
+from hostsched.model import ZERO, HostSnapshot, Resources
+from hostsched.strategies import SCORES, Candidate, Context
 
 #: Candidates handed to a strategy beyond the placements of a batch: the best few, so a
 #: refused reservation has a next choice without another look at the fleet.
@@ -46,27 +47,14 @@ def view_host(name: str, summary: Summary) -> ViewHost:
     return ViewHost(candidate, summary.labels, summary.collected_at, summary.generation)
 
 
-OrderKey = Callable[[Candidate], float]
+OrderKey = Callable[[Candidate], Any]
 
 
-def _order_keys(weights: tuple[float, float, float]) -> dict[str, OrderKey]:
-    """Per scored strategy, a key of the host alone whose order matches the strategy's."""
-
-    def mean_used(c: Candidate) -> float:
-        # best_fit prefers the least room left after placing: the fullest hosts first.
-        return -utilisation(c, (1.0, 1.0, 1.0))
-
-    def cpu_then_instances(c: Candidate) -> float:
-        share = c.load.cpu / c.limit.cpu if c.limit.cpu > 0 else 0.0
-        return share + c.instances * 1e-9
-
-    keys: dict[str, OrderKey] = {
-        "least_loaded": lambda c: utilisation(c, weights),
-        "best_fit": mean_used,
-        "least_cpu": cpu_then_instances,
-    }
-    assert keys.keys() == SCORES.keys()
-    return keys
+def _order_key(strategy: str, weights: tuple[float, float, float]) -> OrderKey:
+    """A scored strategy's score of a host before any placement: its order of the hosts
+    (for best_fit, whose score depends on the request, the fullest hosts first)."""
+    score, ctx = SCORES[strategy], Context(request=ZERO, weights=weights)
+    return lambda candidate: score(candidate, ctx)
 
 
 class _Order:
@@ -79,8 +67,8 @@ class _Order:
     def __init__(self, key: OrderKey, salt: Callable[[str], float]) -> None:
         self._key = key
         self._salt = salt  # breaks ties differently in each process, so schedulers spread
-        self._heap: list[tuple[float, float, str]] = []
-        self._entry: dict[str, tuple[float, float, str]] = {}
+        self._heap: list[tuple[Any, float, str]] = []
+        self._entry: dict[str, tuple[Any, float, str]] = {}
 
     def update(self, host: ViewHost) -> None:
         entry = (self._key(host.candidate), self._salt(host.name), host.name)
@@ -117,7 +105,7 @@ class FleetView:
         self.hosts: dict[str, ViewHost] = {}
         self.sequence = 0
         self.synced = False
-        self._keys = _order_keys(weights)
+        self._weights = weights
         self._orders: dict[str, _Order] = {}
         self._rng = rng or random.Random()
         self._salts: dict[str, float] = {}
@@ -192,7 +180,7 @@ class FleetView:
         others: every eligible host.
         """
         fresh_since = self.now() - stale_after
-        if strategy not in self._keys:
+        if strategy not in SCORES:
             return [h.candidate for h in self.hosts.values() if _eligible(h, labels, fresh_since)]
         size = count + SPARE_CANDIDATES
         found = []
@@ -209,7 +197,8 @@ class FleetView:
     def _order(self, strategy: str) -> _Order:
         order = self._orders.get(strategy)
         if order is None:
-            order = self._orders[strategy] = _Order(self._keys[strategy], self._salt)
+            key = _order_key(strategy, self._weights)
+            order = self._orders[strategy] = _Order(key, self._salt)
             for host in self.hosts.values():
                 order.update(host)
         return order

@@ -78,10 +78,10 @@ def test_round_trips_per_placement_are_the_same_as_on_one_server(
     collect(config, store)
     scheduler = Scheduler(config, store, long_lived=True)
     scheduler.schedule(Request(Resources(100)))
-    before = scheduler.stats.round_trips
+    before = store.round_trips  # counted where batches are sent, re-sends included
     for _ in range(20):
         scheduler.schedule(Request(Resources(100)))
-    assert scheduler.stats.round_trips - before == 20
+    assert store.round_trips - before == 20
 
 
 def test_scripts_are_loaded_on_a_node_that_lost_them(
@@ -128,7 +128,10 @@ def test_bench_on_the_cluster_counts_and_cleans_up(redis_cluster: LocalCluster) 
     result = run_bench(config, redis_cluster.seed_url,
                        BenchSettings(hosts=12, placements=120, processes=2, count=3))  # fmt: skip
     assert (result.placements, result.overcommitted_hosts, result.lost_or_doubled) == (120, 0, 0)
-    assert result.sums_mismatched_hosts == 0 and result.round_trips_per_placement <= 0.34
+    # One round trip per batch of 3 (40), plus per process its last publish and at most one
+    # re-send after loading the scripts on a node that lacked them: counted as sent.
+    assert result.sums_mismatched_hosts == 0
+    assert result.round_trips_per_placement <= (40 + 2 * 2) / 120
     for node in redis_cluster.primaries():
         assert node.command("DBSIZE") == 0
 
@@ -195,6 +198,6 @@ def test_an_unreachable_seed_is_exit_5() -> None:
     assert result.returncode == 5 and "Traceback" not in result.stderr
 
 
-def test_client_reads_redis_errors_as_store_errors(store: Store) -> None:
+def test_a_cluster_store_uses_the_cluster_client_and_its_clock(store: Store) -> None:
     assert isinstance(store.client, redis.cluster.RedisCluster)
     assert store.ping() > 0
