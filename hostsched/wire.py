@@ -141,9 +141,6 @@ class Trip:
         self._pending: list[Pending[Any]] = []
         self._errors: list[bool] = []
 
-    def __len__(self) -> int:
-        return len(self._commands)
-
     def command(
         self,
         *args: object,
