@@ -31,7 +31,16 @@ from hostsched.lxdconfig import (
 from hostsched.model import ZERO, Overcommit, Resources
 from hostsched.quantity import parse_bytes, parse_count, parse_cpu, parse_duration
 from hostsched.strategies import DEFAULT_STRATEGY, STRATEGY_NAMES
-from hostsched.yamlnodes import TAG, NodeReader, expand_user, is_null, kind, text_problem
+from hostsched.yamlnodes import (
+    MAX_CONFIG_BYTES,
+    TAG,
+    NodeReader,
+    expand_user,
+    is_null,
+    kind,
+    read_limited,
+    text_problem,
+)
 
 ENV_CONFIG = "HOSTSCHED_CONFIG"
 ENV_REDIS_URL = "HOSTSCHED_REDIS_URL"
@@ -229,7 +238,7 @@ def _find(path: str | Path | None, env: Mapping[str, str]) -> tuple[Path | None,
             return None, ""
         source = found
     try:
-        return source, source.read_bytes().decode("utf-8-sig")
+        return source, read_limited(source, MAX_CONFIG_BYTES).decode("utf-8-sig")
     except UnicodeDecodeError:
         raise ConfigError("config file is not UTF-8 text", path=str(source)) from None
     except OSError as exc:

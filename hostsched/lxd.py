@@ -30,6 +30,7 @@ from hostsched.errors import HostUnreachable, QuantityError
 from hostsched.lxdconfig import LiveHost, LxdConfig
 from hostsched.model import Resources
 from hostsched.quantity import parse_bytes
+from hostsched.yamlnodes import MAX_SECRET_BYTES, read_limited
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ def _pinned_fingerprint(name: str, live: LiveHost) -> str:
         return live.pinned_fingerprint
     path = Path(live.server_cert) if live.server_cert else default_server_cert(name)
     try:
-        return fingerprint(path.read_text())
+        return fingerprint(read_limited(path, MAX_SECRET_BYTES))
     except (OSError, ValueError) as exc:
         raise HostUnreachable(
             name,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import os
 import socket
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,6 +27,7 @@ from hostsched.lxd import (
     translated,
 )
 from hostsched.lxdconfig import LiveHost
+from hostsched.yamlnodes import MAX_SECRET_BYTES, read_limited
 
 
 @dataclass(frozen=True)
@@ -39,9 +41,71 @@ class TrustResult:
 
 
 def ensure_client_certificate(cert: Path, key: Path) -> bool:
-    """Create an EC P-384 key pair and self-signed client certificate if missing."""
-    if cert.is_file() and key.is_file():
+    """Create an EC P-384 key pair and self-signed client certificate if neither file exists.
+
+    Both files present are used as they are. Nothing is ever written over: one file without the
+    other may be an operator's key whose certificate was lost (or a path named by mistake), so
+    that, a directory, or a path that cannot be created is a UsageError naming the path.
+    """
+    files = {"client certificate": cert, "client key": key}
+    present = [what for what, path in files.items() if _is_file(what, path)]
+    if len(present) == 2:
         return False
+    if present:
+        found, missing = present[0], next(what for what in files if what not in present)
+        raise UsageError(
+            f"{found} {files[found]} exists but {missing} {files[missing]} does not; "
+            "not making a new key pair over it",
+            hint=f"restore {files[missing]}, or {_ELSEWHERE}",
+        )
+    if cert == key:
+        raise UsageError(f"the client certificate and key are both {cert}", hint=_ELSEWHERE)
+    cert_pem, key_pem = _new_client_pair()
+    _create("client key", key, key_pem, 0o600)
+    try:
+        _create("client certificate", cert, cert_pem, 0o644)
+    except BaseException:
+        key.unlink(missing_ok=True)  # no half pair left behind, which the next run would refuse
+        raise
+    return True
+
+
+_ELSEWHERE = "point lxd.client_cert and lxd.client_key (or the host's) at two new file names"
+
+
+def _is_file(what: str, path: Path) -> bool:
+    """Whether ``path`` is a regular file (False: nothing there); UsageError if something else."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise UsageError(f"cannot use {what} {path}: {exc.strerror}", hint=_ELSEWHERE) from None
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        raise UsageError(f"{what} {path} is {kind}", hint=f"remove it, or {_ELSEWHERE}")
+    return True
+
+
+def _create(what: str, path: Path, data: bytes, mode: int) -> None:
+    """A new file at ``path``, never over an existing one; on failure nothing is left there."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except OSError as exc:
+        raise UsageError(f"cannot create {what} {path}: {exc.strerror}", hint=_ELSEWHERE) from None
+    try:
+        with os.fdopen(descriptor, "wb") as out:
+            out.write(data)
+    except BaseException as exc:
+        path.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise UsageError(f"cannot write {what} {path}: {exc.strerror}") from None
+        raise
+
+
+def _new_client_pair() -> tuple[bytes, bytes]:
+    """A self-signed client certificate and its private key, both PEM."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -61,19 +125,12 @@ def ensure_client_certificate(cert: Path, key: Path) -> bool:
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .sign(private, hashes.SHA384())
     )
-    key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    cert.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    descriptor = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "wb") as out:
-        out.write(
-            private.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    return True
+    key = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM), key
 
 
 def trust_password(name: str, live: LiveHost, env: Mapping[str, str]) -> str:
@@ -82,11 +139,12 @@ def trust_password(name: str, live: LiveHost, env: Mapping[str, str]) -> str:
         return env[live.trust_password_env]
     if live.trust_password_file is not None:
         try:
-            return live.trust_password_file.read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as exc:
+            data = read_limited(live.trust_password_file, MAX_SECRET_BYTES)
+            return data.decode("utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
             raise UsageError(
-                f"{name}: cannot read trust_password_file {live.trust_password_file}: "
-                f"{exc.strerror}"
+                f"{name}: cannot read trust_password_file {live.trust_password_file}: {reason}"
             ) from None
     where = f"${live.trust_password_env} is not set" if live.trust_password_env else "none is set"
     raise UsageError(

@@ -2,10 +2,12 @@
 
 Values are read from ``yaml.compose`` nodes rather than loaded Python objects: a node keeps its
 position, so a bad value anywhere becomes one :class:`ConfigError` that an operator can act on.
+Files the config names (and the config itself) are read with :func:`read_limited`.
 """
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import NoReturn, TypeVar
@@ -15,9 +17,14 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from hostsched.errors import ConfigError, QuantityError
+from hostsched.quantity import format_bytes
 
 TAG = "tag:yaml.org,2002:"
 T = TypeVar("T")
+#: The most read of a config file, and of a password, key or certificate file: far more than a
+#: real one holds, so a file named by mistake (a log, a disk image, /dev/zero) fails at once.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_SECRET_BYTES = 64 << 10
 
 
 class NodeReader:
@@ -134,10 +141,23 @@ class NodeReader:
         """The contents of the file named at ``node``, without its trailing newline."""
         file = base_dir / self.user_path(node, key)
         try:
-            return file.read_text(encoding="utf-8").rstrip("\r\n")
+            return read_limited(file, MAX_SECRET_BYTES).decode("utf-8").rstrip("\r\n")
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
             self.fail(node, key, f"cannot read {str(file)!r}: {reason}")
+
+
+def read_limited(path: Path, limit: int) -> bytes:
+    """The bytes of ``path``, or OSError (EFBIG, "too large ...") if it has more than ``limit``.
+
+    At most ``limit + 1`` bytes are read, so an endless or huge file costs no more memory than
+    that. Errors are OSErrors like open's, so callers report them as they report those.
+    """
+    with path.open("rb") as file:
+        data = file.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"too large (more than {format_bytes(limit)})", str(path))
+    return data
 
 
 def expand_user(text: str) -> Path:

@@ -414,6 +414,7 @@ CONFIG_PATHS = vocabulary(
         "@FILES@/empty.yaml", "@FILES@/latin1.yaml", "@FILES@/tab.yaml",
         "@FILES@/quantity.yaml", "@FILES@/unknown-key.yaml", "@FILES@/tls-ca.yaml",
         "@FILES@/alias.yaml", "@FILES@/ca.pem", "@FILES@", "@MISSING@", "/dev/null", "",
+        "/dev/zero",
     ],
 )  # fmt: skip
 # Only URLs that fail (or work) without a name lookup or a network wait.
@@ -769,13 +770,12 @@ TEXT_NASTY = [
     "a\0b", "\ud800", "\udcff", "a\ud83db", "x" * 5000, "", " ", "\t", "\u202e", "\x1b[31m", "a\nb",
     "😀", "{a}", "a b", "a=b", 1, True, 2.5, Raw("~"), Raw("!!binary aGk="), YamlSeq(), YamlMap(),
 ]  # fmt: skip
-PATH_NASTY = [*TEXT_NASTY, "/", ".", "..", "/dev/null", "hostsched.yaml", "/etc", "~nouser/x"]
-# `trust` writes the client certificate and key: never a directory, an existing file or a name
-# too long (test_trust_writes_only_its_own_files), nor anywhere outside the config's folder.
-CERT_NASTY = [
-    *(p for p in PATH_NASTY if p not in ("", ".", "..", "/", "/etc", "hostsched.yaml", "x" * 5000)),
-    "new-dir/x.crt",
-]
+PATH_NASTY = [
+    *TEXT_NASTY, "/", ".", "..", "/dev/null", "/dev/zero", "hostsched.yaml", "/etc", "~nouser/x",
+]  # fmt: skip
+# `trust` creates the client certificate and key when neither exists: so only these (new files
+# in the config's folder, or what it must refuse to write), never a path anywhere at all.
+CERT_NASTY = [*PATH_NASTY, "new-dir/x.crt", "ca.pem", "hostsched.yaml/x.crt"]
 QTY_NASTY = [
     *NUM_NASTY, "4X", "", "-1", "1e3", "\u0663G", Raw("8X"), "8 G", Raw("9P"), 2**53, 10**6 + 1,
     1.5, "500m", Raw("0.5m"),
@@ -1168,6 +1168,10 @@ def test_fuzz_config_file(sandbox: Sandbox, document: ConfigDocument) -> None:
         if run.code == 2 and args[0] != "trust":  # trust refuses static and local hosts
             assert not document.valid, f"a valid config was refused\n{run.describe()}"
             check_config_error(run, path, document.data)
+    # Only `trust` writes files, and never over one (its client files are in CERT_NASTY).
+    assert path.read_bytes() == document.data, "a command wrote over the config file"
+    for name, data in CONFIG_FILES.items():
+        assert (path.parent / name).read_bytes() == data, f"a command wrote over {name}"
     # The file is read the same way by every command: bad for all of them, or for none.
     usage = [run for run in runs if run.code == 2]
     if any(run.argv[len(base)] != "trust" for run in usage):
@@ -1234,7 +1238,7 @@ def test_store_status_does_not_start_a_server(sandbox: Sandbox) -> None:
     assert one_json_document(run)["running"] is False  # type: ignore[index]
 
 
-# -- 4. regressions: bugs this fuzz found (fixed in 1b3817c and 076f918) ------------------------
+# -- 4. regressions: bugs this fuzz found (fixed in 1b3817c, 076f918 and since) -------------------
 
 
 def _limited_memory() -> None:
@@ -1386,17 +1390,11 @@ def test_errors_are_one_line(sandbox: Sandbox, args: list[str], config: str | No
     assert len(lines) <= 2 and all(line.startswith("hint: ") for line in lines[1:]), run.describe()
 
 
-# -- 5. bugs still open (xfail until fixed) ------------------------------------------------------
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (minor): files hostsched reads (the config, redis.password_file) are read "
-    "whole, with no size limit: an endless one (/dev/zero, or a huge file named by mistake) "
-    "exhausts memory, MemoryError, exit 1, instead of a usage error naming the file",
-)
 @pytest.mark.parametrize("setting", ["--config", "redis.password_file"])
 def test_endless_files_are_usage_errors(redis_url: str, tmp_path: Path, setting: str) -> None:
+    """Files hostsched reads (the config, redis.password_file) were read whole, with no size
+    limit: an endless one (/dev/zero, or a huge file named by mistake) exhausted memory,
+    MemoryError, exit 1, instead of a usage error naming the file."""
     config = "/dev/zero"
     if setting != "--config":
         config = str(tmp_path / "hostsched.yaml")
@@ -1409,30 +1407,45 @@ def test_endless_files_are_usage_errors(redis_url: str, tmp_path: Path, setting:
         text=True,
         env=env,
         timeout=120,
-        preexec_fn=_limited_memory,  # without a limit, this process would take all the memory
+        preexec_fn=_limited_memory,  # should it regress, this process only runs out of memory
     )  # fmt: skip
     assert result.returncode == 2, result.stderr
-    assert config in result.stderr, result.stderr
+    assert result.stderr.startswith("hostsched: error: " + config), result.stderr
+    assert "/dev/zero" in result.stderr and "too large" in result.stderr, result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: `trust` makes a new client key pair when either file is missing and writes it "
-    "over whatever the paths name: an existing file (an operator's key whose certificate was "
-    "lost, or any file named by mistake, even the config itself) is silently replaced; a "
-    "directory, or a path that cannot be written, is an internal error (exit 1)",
-)
-@pytest.mark.parametrize("which", ["client_key-is-the-config", "client_cert-is-a-directory"])
-def test_trust_writes_only_its_own_files(sandbox: Sandbox, which: str) -> None:
+@pytest.mark.parametrize(
+    ("cert", "key", "refused"),
+    [("x.crt", "trust.yaml", "trust.yaml"), ("a-directory", "x.key", "a-directory"),
+     ("x.crt", "x" * 5000, "x" * 5000), ("trust.yaml/x.crt", "x.key", "trust.yaml/x.crt"),
+     ("x.crt", "x.crt", "x.crt")],
+    ids=["client_key-is-the-config", "client_cert-is-a-directory", "client_key-too-long",
+         "client_cert-in-a-file", "one-file-for-both"],
+)  # fmt: skip
+def test_trust_writes_only_its_own_files(
+    sandbox: Sandbox, cert: str, key: str, refused: str
+) -> None:
+    """`trust` made a new client key pair when either file was missing and wrote it over
+    whatever the paths named: an existing file (an operator's key whose certificate was lost,
+    or any file named by mistake, even the config itself) was silently replaced; a directory,
+    or a path that could not be written, was an internal error (exit 1)."""
     folder = sandbox.root / "files"
     (folder / "a-directory").mkdir()
     path = folder / "trust.yaml"
-    cert, key = ("a-directory", "x.key") if "directory" in which else ("x.crt", "trust.yaml")
     config = (
         f"lxd: {{client_cert: {cert}, client_key: {key}}}\n"
         "hosts:\n  - name: a\n    address: https://127.0.0.1:1\n"
     )
     path.write_text(config)
-    run = run_cli(["--config", str(path), "--redis-url", sandbox.url, "trust", "a", "--yes"])
-    assert run.code in (2, 3), run.describe()  # refused, or the host did not answer
+    before = sorted(folder.rglob("*"))
+    for argv in (["trust", "a", "--yes"], ["trust", "a", "--yes", "--json"]):
+        run = run_cli(["--config", str(path), "--redis-url", sandbox.url, *argv])
+        assert run.code == 2, run.describe()  # refused before the host is even asked
+        assert str(folder / refused) in run.error_message(), run.describe()
     assert path.read_text() == config, "trust overwrote the config file"
+    assert sorted(folder.rglob("*")) == before, "trust left files behind"
+
+
+# -- 5. bugs still open (xfail until fixed) ------------------------------------------------------
+
+# None at the moment.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import textwrap
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from hostsched.config import (
 from hostsched.errors import ConfigError, QuantityError, UsageError
 from hostsched.model import Overcommit, Resources
 from hostsched.strategies import STRATEGY_NAMES
+from hostsched.yamlnodes import MAX_CONFIG_BYTES, MAX_SECRET_BYTES, read_limited
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.yaml"
 GIB = 1 << 30
@@ -180,6 +182,25 @@ def test_unreadable_file(isolated: Path) -> None:
         load_config(directory, env={})
 
 
+def test_a_file_of_the_size_limit_loads(isolated: Path) -> None:
+    path = isolated / "big.yaml"
+    path.write_bytes(b"redis: {prefix: big}\n#" + b"x" * (MAX_CONFIG_BYTES - 23) + b"\n")
+    assert path.stat().st_size == MAX_CONFIG_BYTES
+    assert load_config(path, env={}).redis.prefix == "big"
+
+
+@pytest.mark.parametrize("how", ["argument", "env"])
+def test_a_file_over_the_size_limit_is_refused(isolated: Path, how: str) -> None:
+    path = isolated / "huge.yaml"
+    path.write_bytes(b"#" + b"x" * MAX_CONFIG_BYTES + b"\n")
+    with pytest.raises(ConfigError) as info:
+        if how == "argument":
+            load_config(path, env={})
+        else:
+            load_config(env={"HOSTSCHED_CONFIG": str(path)})
+    assert info.value.message == f"{path}: too large (more than 1.0 MiB)"
+
+
 def test_file_that_is_not_utf8(isolated: Path) -> None:
     path = isolated / "latin1.yaml"
     path.write_bytes(b"redis: {prefix: caf\xe9}\n")
@@ -263,6 +284,45 @@ def test_env_password_wins_and_the_file_is_not_read(tmp_path: Path) -> None:
     assert config.redis.password == "s3cret-from-env"
     with pytest.raises(ConfigError, match=r"hostsched-test.yaml:2: redis.password_file"):
         load_text(tmp_path, text, {"HOSTSCHED_REDIS_PASSWORD": ""})
+
+
+def test_a_password_file_of_the_size_limit(tmp_path: Path) -> None:
+    write(tmp_path / "pw", "p" * (MAX_SECRET_BYTES - 1) + "\n")
+    config = load_text(tmp_path, "redis:\n  password_file: pw\n")
+    assert config.redis.password == "p" * (MAX_SECRET_BYTES - 1)
+
+
+@pytest.mark.parametrize("kind", ["too-large", "directory", "in-a-file"])
+def test_unusable_password_files_name_the_setting_and_the_file(tmp_path: Path, kind: str) -> None:
+    if kind == "too-large":
+        (tmp_path / "pw").write_bytes(b"p" * (MAX_SECRET_BYTES + 1))
+    elif kind == "directory":
+        (tmp_path / "pw").mkdir()
+    else:
+        (tmp_path / "file").write_text("x")
+    name, reason = {
+        "too-large": ("pw", "too large (more than 64.0 KiB)"),
+        "directory": ("pw", "Is a directory"),
+        "in-a-file": ("file/pw", "Not a directory"),
+    }[kind]
+    with pytest.raises(ConfigError) as info:
+        load_text(tmp_path, f"redis:\n  password_file: {name}\n")
+    assert info.value.exit_code == 2
+    assert info.value.message == (
+        f"{tmp_path / 'hostsched-test.yaml'}:2: redis.password_file: "
+        f"cannot read {str(tmp_path / name)!r}: {reason}"
+    )
+
+
+def test_read_limited_reads_no_more_than_the_limit_and_one(tmp_path: Path) -> None:
+    exact = tmp_path / "exact"
+    exact.write_bytes(b"x" * 10)
+    assert read_limited(exact, 10) == b"x" * 10
+    with pytest.raises(OSError) as info:
+        read_limited(exact, 9)
+    assert info.value.errno == errno.EFBIG and info.value.filename == str(exact)
+    with pytest.raises(OSError, match="too large"):
+        read_limited(Path("/dev/zero"), 1 << 20)  # endless: only the limit and one byte read
 
 
 def test_secrets_never_reach_repr(tmp_path: Path) -> None:
