@@ -20,12 +20,14 @@ from collections.abc import Sequence
 from contextlib import suppress
 from typing import Any, cast
 
+import hiredis
 import redis
+from redis._parsers import BaseParser
 from redis.exceptions import (
     AskError,
     ClusterDownError,
     ConnectionError,
-    ResponseError,
+    InvalidResponse,
     TimeoutError,
     TryAgainError,
 )
@@ -64,6 +66,42 @@ def pack(commands: Sequence[tuple[object, ...]]) -> bytes:
     return b"".join(out)
 
 
+_MORE = object()  # what hiredis answers until a whole reply has arrived
+
+
+class _Replies:
+    """Replies read straight off a connection's socket with hiredis (redis-py's own reading
+    costs more per reply than the parsing): error replies come back as redis-py's exceptions,
+    in place, never raised."""
+
+    __slots__ = ("_buffer", "_reader", "sock")
+
+    def __init__(self, sock: Any) -> None:
+        self.sock = sock
+        self._reader = hiredis.Reader(
+            protocolError=InvalidResponse,
+            replyError=BaseParser.parse_error,
+            notEnoughData=_MORE,  # (False is a reply in RESP3)
+        )
+        self._buffer = bytearray(65536)
+
+    def read(self, count: int) -> list[Any]:
+        """The next ``count`` replies; OSError or ConnectionError if the connection fails."""
+        reader = self._reader
+        buffer = cast(bytes, self._buffer)  # hiredis reads any buffer; its stubs say bytes
+        out: list[Any] = []
+        while len(out) < count:
+            reply = reader.gets()
+            if reply is _MORE:
+                size = self.sock.recv_into(buffer)
+                if not size:
+                    raise ConnectionError("the server closed the connection")
+                reader.feed(buffer, 0, size)
+            else:
+                out.append(reply)
+        return out
+
+
 class Channel:
     """Commands to one Redis server, on one kept connection."""
 
@@ -71,6 +109,7 @@ class Channel:
         self.client = client
         self._lock = threading.Lock()
         self._connections: dict[object, Any] = {}  # redis-py's connections are untyped
+        self._replies: dict[object, _Replies] = {}
         self.round_trips = 0  # sends of a batch to the servers (in a cluster, in parallel)
 
     def exchange(self, commands: Sequence[Command], keys: Sequence[str | None]) -> list[Any]:
@@ -118,11 +157,9 @@ class Channel:
                 failed += indices
         for node, connection, indices in sent:
             try:
-                for i in indices:
-                    try:
-                        replies[i] = connection.read_response()
-                    except ResponseError as exc:
-                        replies[i] = exc
+                read = self._reader(node, connection).read(len(indices))
+                for i, reply in zip(indices, read, strict=True):
+                    replies[i] = reply
             except (ConnectionError, TimeoutError, OSError):
                 # The node may or may not have run them: all are idempotent, send them again.
                 self._drop(node)
@@ -149,7 +186,15 @@ class Channel:
             connection = self._connections[node] = self._pool(node).get_connection()
         return connection
 
+    def _reader(self, node: object, connection: Any) -> _Replies:
+        """The reply reader of ``connection``'s current socket (connected by the send)."""
+        replies = self._replies.get(node)
+        if replies is None or replies.sock is not connection._sock:
+            replies = self._replies[node] = _Replies(connection._sock)
+        return replies
+
     def _drop(self, node: object) -> None:
+        self._replies.pop(node, None)
         connection = self._connections.pop(node, None)
         if connection is not None:
             connection.disconnect()
@@ -174,6 +219,7 @@ class ClusterChannel(Channel):
         self.cluster = client
         self._lock = threading.Lock()
         self._connections = {}
+        self._replies = {}
         self.round_trips = 0
         self._clients: dict[str, Any] = {}
         self._owners: dict[int, str] = {}  # slot -> node, until the slot map is read again
