@@ -11,6 +11,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import cast
 
 from hostsched.model import Overcommit, Resources
 
@@ -176,22 +177,28 @@ def summary_generation(raw: bytes) -> int | None:
     return None
 
 
+def _labels(data: object) -> Mapping[str, str]:
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise BadValue("summary labels are not strings")
+    return MappingProxyType(data) if data else _NO_LABELS
+
+
+_NO_LABELS: Mapping[str, str] = MappingProxyType({})
+
+
 def decode_summary(raw: bytes | str) -> Summary:
-    """Parse one host's summary; raises BadValue if it is not ours."""
+    """Parse one host's summary as published (JSON); raises BadValue if it is not ours."""
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadValue("summary is not JSON") from exc
     if type(data) is not dict:
         raise BadValue("summary is not a JSON object")
-    generation, collected_at = data.get("gen"), data.get("at")
-    instances, labels = data.get("instances"), data.get("labels")
+    generation, collected_at, instances = data.get("gen"), data.get("at"), data.get("instances")
     if type(generation) is not int or type(instances) is not int:
         raise BadValue("summary lacks its generation or instance count")
     if isinstance(collected_at, bool) or not isinstance(collected_at, int | float):
         raise BadValue("summary lacks its collection time")
-    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
-        raise BadValue("summary labels are not strings")
     return Summary(
         generation=generation,
         collected_at=float(collected_at),
@@ -199,5 +206,50 @@ def decode_summary(raw: bytes | str) -> Summary:
         used=_vector(data, "used"),
         reserved=_vector(data, "reserved"),
         instances=instances,
-        labels=MappingProxyType(labels),
+        labels=_labels(data.get("labels")),
+    )
+
+
+def encode_summary(summary: Summary) -> str:
+    """A summary as published to the fleet view: JSON starting with its generation (which the
+    view script compares without decoding the rest)."""
+    labels = json.dumps(dict(summary.labels), separators=(",", ":")) if summary.labels else "{}"
+    limit, used, reserved = summary.limit, summary.used, summary.reserved
+    return (
+        f'{{"gen":{summary.generation},"at":{summary.collected_at:.6f},'
+        f'"limit":[{limit.cpu},{limit.memory},{limit.disk},{limit.gpu}],'
+        f'"used":[{used.cpu},{used.memory},{used.disk},{used.gpu}],'
+        f'"reserved":[{reserved.cpu},{reserved.memory},{reserved.disk},{reserved.gpu}],'
+        f'"instances":{summary.instances},"labels":{labels}}}'
+    )
+
+
+#: A script's summary (lua/lib.lua): generation, collected_at, limit, used and reserved (four
+#: counts each), instances, labels as JSON.
+_STATE_LENGTH = 16
+
+
+def summary_from_state(state: Sequence[object]) -> Summary:
+    """Parse a summary as a script returns it (a flat array); raises BadValue if not ours."""
+    if len(state) != _STATE_LENGTH:
+        raise BadValue("summary has the wrong length")
+    generation, at, labels, counts = state[0], state[1], state[15], state[2:15]
+    if type(generation) is not int or not all(type(n) is int and n >= 0 for n in counts):
+        raise BadValue("summary counts are not counts")
+    if not isinstance(at, bytes) or not isinstance(labels, bytes):
+        raise BadValue("summary time or labels are not text")
+    try:
+        collected_at = float(at)
+        mapping = _NO_LABELS if labels == b"{}" else _labels(json.loads(labels))
+    except (ValueError, UnicodeDecodeError) as exc:  # (BadValue is a ValueError)
+        raise BadValue(f"summary time or labels do not parse: {exc}") from exc
+    numbers = cast(Sequence[int], counts)
+    return Summary(
+        generation=generation,
+        collected_at=collected_at,
+        limit=Resources(*numbers[0:4]),
+        used=Resources(*numbers[4:8]),
+        reserved=Resources(*numbers[8:12]),
+        instances=numbers[12],
+        labels=mapping,
     )

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from hostsched.codec import BadValue, Summary, decode_summary
+from hostsched.codec import BadValue, Summary, encode_summary, summary_from_state
 from hostsched.model import Resources
 from hostsched.strategies import DEFAULT_WEIGHTS, Candidate, utilisation
 from hostsched.wire import Pending, reply_or_raise, text, wrong_type
@@ -42,11 +42,15 @@ class RawFleet:
 
 @dataclass(frozen=True)
 class Published:
-    """A host's summary as a script returned it: the text to publish, and its meaning."""
+    """A host's summary as a script returned it, to apply to a view and publish."""
 
     host: str
-    body: str
     summary: Summary
+
+    @property
+    def body(self) -> str:
+        """The summary as the fleet view holds it (built only when published)."""
+        return encode_summary(self.summary)
 
     @property
     def load(self) -> float:
@@ -127,19 +131,20 @@ def first_line(exc: Exception) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
-def published_reply(host: str, body: bytes | str) -> Published | None:
+def published_reply(host: str, state: list[Any] | bytes) -> Published | None:
     """A script's summary of ``host``; None for "" (no valid actual resources)."""
-    if not body:
+    if not state:
         return None
-    decoded = text(body)
-    return Published(host, decoded, decode_summary(decoded))
+    if not isinstance(state, list):
+        raise BadValue("summary is not an array")
+    return Published(host, summary_from_state(state))
 
 
-def published_or_none(host: str, body: bytes | str) -> Published | None:
+def published_or_none(host: str, state: list[Any] | bytes) -> Published | None:
     """A script's summary of ``host``; None for "" or for one that does not parse (the view
     is a hint: the host's own keys are what count)."""
     try:
-        return published_reply(host, body)
+        return published_reply(host, state)
     except BadValue:
         return None
 

@@ -20,11 +20,11 @@ if not generation or (sk ~= 'none' and sk ~= 'hash') then return {0, 0, 1, has_a
 local sums = load_sums(KEYS[2], KEYS[3], KEYS[4])
 if not sums then
   local removed, corrupt = expire_by_scan(KEYS[2], now, tonumber(ARGV[1]))
-  if removed > 0 then bump(KEYS[5]) end
+  if removed > 0 then bump(KEYS[5], generation) end
   return {removed, redis.call('HLEN', KEYS[2]), math.max(corrupt, 1), has_actual, ''}
 end
 local removed = expire(KEYS[2], KEYS[3], KEYS[4], sums, now, tonumber(ARGV[1]))
-if removed > 0 then generation = bump(KEYS[5]) end
+if removed > 0 then generation = bump(KEYS[5], generation) end
 local remaining = redis.call('HLEN', KEYS[2])
 local host = load_actual(KEYS[1])
 if not host then return {removed, remaining, 0, has_actual, ''} end

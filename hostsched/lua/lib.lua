@@ -176,31 +176,28 @@ local function current_generation(gen)
   return tonumber(current)
 end
 
--- Count a change of the host's state (after current_generation found the counter good). A new
--- counter starts at the server's time in microseconds, so one that was lost and made anew is
--- still above every generation it had before, and the newest summary of a host always wins.
-local function bump(gen)
-  if redis.call('EXISTS', gen) == 0 then
+-- Count a change of the host's state; ``current`` is what current_generation read (0: no
+-- counter yet). A new counter starts at the server's time in microseconds, so one that was
+-- lost and made anew is still above every generation it had before, and the newest summary of
+-- a host always wins.
+local function bump(gen, current)
+  if current == 0 then
     local t = redis.call('TIME')
     return redis.call('INCRBY', gen, tonumber(t[1]) * 1000000 + tonumber(t[2]))
   end
   return redis.call('INCR', gen)
 end
 
--- The host's summary for the fleet view: what a scheduler needs to choose it, as JSON whose
--- first member is the generation (the fleet script orders summaries by it without decoding).
+-- The host's summary for the fleet view: what a scheduler needs to choose it, as a flat array
+-- (read without parsing text): generation, collected_at ("sec.usec"), limit, used and
+-- reserved (four counts each), instances, labels (JSON). The scheduler publishes it as JSON.
 local function summary(generation, host, sums)
   local labels = '{}'
   if type(host.labels) == 'table' and next(host.labels) ~= nil then
     labels = cjson.encode(host.labels)
   end
-  local instances = tonumber(host.instances) or 0
   local l, u = host.limit, host.used_v
-  -- Formatted by hand: cjson prints 14 significant digits, too few for byte counts.
-  return string.format(
-    '{"gen":%d,"at":%.6f,"limit":[%d,%d,%d,%d],"used":[%d,%d,%d,%d],' ..
-    '"reserved":[%d,%d,%d,%d],"instances":%d,"labels":%s}',
-    generation, host.collected_at, l[1], l[2], l[3], l[4], u[1], u[2], u[3], u[4],
-    sums[1], sums[2], sums[3], sums[4], instances, labels)
+  return {generation, string.format('%.6f', host.collected_at), l[1], l[2], l[3], l[4],
+          u[1], u[2], u[3], u[4], sums[1], sums[2], sums[3], sums[4],
+          tonumber(host.instances) or 0, labels}
 end
-

@@ -15,7 +15,7 @@ if not sums then return {{}, ''} end
 local generation = current_generation(KEYS[5])
 if not generation then return {{}, ''} end
 local dropped = drop(KEYS[2], KEYS[3], KEYS[4], sums, ARGV)
-if #dropped > 0 then generation = bump(KEYS[5]) end
+if #dropped > 0 then generation = bump(KEYS[5], generation) end
 local host = load_actual(KEYS[1])
 if not host then return {dropped, ''} end
 return {dropped, summary(generation, host, sums)}

@@ -9,8 +9,7 @@
 -- ARGV[2]  seconds after which the actual resources are stale
 -- ARGV[3..] five per reservation: id, cpu millicores, memory bytes, disk bytes, gpus
 --
--- Returns {status, summary, reason, n, n placed ids..., existing ids...} (flat, as it is cheaper
--- to read than nested replies); status is one of
+-- Returns {status, summary, reason, n, n placed ids..., existing ids...}; status is one of
 --   ok       the batch is reserved (ids already held, or already instances, are "existing")
 --   full     the batch does not fit: nothing written
 --   stale    actual resources older than ARGV[2]: nothing written
@@ -29,7 +28,7 @@ if not sums then return {'corrupt', '', bad, 0} end
 local generation = current_generation(KEYS[5])
 if not generation then return {'corrupt', '', 'generation is not a counter', 0} end
 
-if expire(KEYS[2], KEYS[3], KEYS[4], sums, now, ttl) > 0 then generation = bump(KEYS[5]) end
+if expire(KEYS[2], KEYS[3], KEYS[4], sums, now, ttl) > 0 then generation = bump(KEYS[5], generation) end
 if now - host.collected_at > stale_after then
   return {'stale', summary(generation, host, sums), 'actual resources are stale', 0}
 end
@@ -67,13 +66,11 @@ for _, i in ipairs(fresh) do
   placed[#placed + 1] = id
 end
 if #placed > 0 then
-  for d = 1, 4 do
-    sums[d] = sums[d] + wanted[d]
-    if wanted[d] > 0 or d == 1 then redis.call('HINCRBY', KEYS[3], DIMS[d], wanted[d]) end
-  end
+  for d = 1, 4 do sums[d] = sums[d] + wanted[d] end
+  redis.call('HSET', KEYS[3], 'cpu', sums[1], 'memory', sums[2], 'disk', sums[3], 'gpu', sums[4])
   local ms = math.ceil(ttl * 1000)
   for k = 2, 4 do redis.call('PEXPIRE', KEYS[k], ms) end
-  generation = bump(KEYS[5])
+  generation = bump(KEYS[5], generation)
 end
 local reply = {'ok', summary(generation, host, sums), '', #placed}
 for _, id in ipairs(placed) do reply[#reply + 1] = id end

@@ -62,7 +62,7 @@ local names = {}
 for i = 5, #ARGV do names[#names + 1] = ARGV[i] end
 local dropped = {}
 if sums then dropped = drop(KEYS[2], KEYS[5], KEYS[6], sums, names) end
-generation = bump(KEYS[4])
+generation = bump(KEYS[4], generation)
 local host = load_actual(KEYS[1])
 local reply = {'ok', generation, (host and sums) and summary(generation, host, sums) or ''}
 for _, id in ipairs(dropped) do reply[#reply + 1] = id end

@@ -208,8 +208,7 @@ def test_large_reads_and_prunes_are_chunked(store: Store) -> None:
     put_host(store)
     outcome = reserve(store, ("a", Resources(1000)))
     assert outcome.published
-    many = [Published(f"h{i:05d}", outcome.published.body, outcome.published.summary)
-            for i in range(9000)]  # fmt: skip
+    many = [Published(f"h{i:05d}", outcome.published.summary) for i in range(9000)]
     publish(store, *many)
     trip = store.trip()
     since = store.queue_view(trip, read="since:0")

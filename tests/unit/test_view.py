@@ -1,14 +1,24 @@
-"""The batch planner and the scheduler's local fleet view: pure, no Redis."""
+"""The batch planner, the scheduler's local fleet view and its summaries: pure, no Redis."""
 
 from __future__ import annotations
 
+import json
 import random
-from dataclasses import replace
+from dataclasses import astuple, replace
+from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hostsched.codec import Summary
+from hostsched.codec import (
+    BadValue,
+    Summary,
+    decode_summary,
+    encode_summary,
+    summary_from_state,
+    summary_generation,
+)
 from hostsched.model import Resources
 from hostsched.strategies import SCORES, Candidate, Context, plan, rank
 from hostsched.view import SPARE_CANDIDATES, FleetView
@@ -116,3 +126,52 @@ def test_body_with_a_known_generation_is_not_decoded() -> None:
     fleet.apply_body("a", b'{"gen":5,"but":"not json at all')
     fleet.apply_body("a", b'{"gen":6, broken')
     assert fleet.problems == 1 and fleet.hosts["a"].generation == 5
+
+
+summaries = st.builds(
+    Summary,
+    generation=st.integers(0, 2**53),
+    collected_at=st.integers(0, 4 * 10**15).map(lambda us: us / 1e6),
+    limit=st.builds(Resources, *[st.integers(0, 2**53)] * 4),
+    used=st.builds(Resources, *[st.integers(0, 2**53)] * 4),
+    reserved=st.builds(Resources, *[st.integers(0, 2**53)] * 4),
+    instances=st.integers(0, 10**6),
+    labels=st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=3),
+)
+
+
+def state_of(s: Summary) -> list[object]:
+    """A summary as the scripts return it (lua/lib.lua)."""
+    labels = json.dumps(s.labels, separators=(",", ":")).encode() if s.labels else b"{}"
+    return [s.generation, b"%.6f" % s.collected_at, *astuple(s.limit), *astuple(s.used),
+            *astuple(s.reserved), s.instances, labels]  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(summaries)
+def test_a_summary_reads_back_as_written_in_both_forms(s: Summary) -> None:
+    """A script's array and the JSON published from it both read back as the same summary."""
+    from_script = summary_from_state(state_of(s))
+    assert from_script == s
+    published = encode_summary(from_script)
+    assert decode_summary(published) == s
+    assert summary_generation(published.encode()) == s.generation
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda st: st[:-1],  # too short
+        lambda st: [*st[:3], -1, *st[4:]],  # a negative count
+        lambda st: [*st[:3], b"7", *st[4:]],  # a count as text
+        lambda st: [st[0], b"soon", *st[2:]],  # a time that is not a number
+        lambda st: [*st[:-1], b"{"],  # labels that do not parse
+        lambda st: [*st[:-1], b'{"zone":1}'],  # a label that is not text
+        lambda st: [*st[:-1], 7],  # labels that are not text at all
+    ],
+)
+def test_a_script_summary_that_is_not_ours_is_a_bad_value(change: Any) -> None:
+    good = state_of(summary(1000))
+    assert summary_from_state(good) == summary(1000)
+    with pytest.raises(BadValue):
+        summary_from_state(change(good))
