@@ -9,8 +9,7 @@ local server. Every redis-py error becomes :class:`StoreUnavailable` here.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -74,21 +73,35 @@ def redact(url: str) -> str:
     return urlunsplit(parts)
 
 
-@contextmanager
-def translated(what: str = "Redis") -> Iterator[None]:
-    """Turn redis-py errors into StoreUnavailable (exit 5) with one clear line."""
-    try:
-        yield
-    except UnicodeError as exc:  # a host name that IDNA cannot encode (an empty label, >63)
-        raise StoreUnavailable(f"{what} failed: invalid host name in the URL ({exc})") from None
-    except (RedisError, RedisClusterException) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        hint = "check the Redis URL and that the server is running"
-        if isinstance(exc, AuthenticationError) or "authenticat" in reason.lower():
-            hint = "set the password: in the URL, HOSTSCHED_REDIS_PASSWORD or redis.password_file"
-        elif reason.startswith("NOPERM"):
-            hint = "the Redis user lacks a permission: see the README's ACL line"
-        raise StoreUnavailable(f"{what} failed: {reason}", hint=hint) from exc
+_PASSWORD_HINT = "set the password: in the URL, HOSTSCHED_REDIS_PASSWORD or redis.password_file"
+
+
+class translated:  # (named as the function it was: ``with translated("what"):``)
+    """Turn redis-py errors into StoreUnavailable (exit 5) with one clear line.
+
+    A class rather than a generator: it wraps every round trip, and this costs a quarter.
+    """
+
+    __slots__ = ("what",)
+
+    def __init__(self, what: str = "Redis") -> None:
+        self.what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, trace: object) -> None:
+        what = self.what
+        if isinstance(exc, UnicodeError):  # a host name that IDNA cannot encode (empty, >63)
+            raise StoreUnavailable(f"{what} failed: invalid host name in the URL ({exc})") from None
+        if isinstance(exc, RedisError | RedisClusterException):
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            hint = "check the Redis URL and that the server is running"
+            if isinstance(exc, AuthenticationError) or "authenticat" in reason.lower():
+                hint = _PASSWORD_HINT
+            elif reason.startswith("NOPERM"):
+                hint = "the Redis user lacks a permission: see the README's ACL line"
+            raise StoreUnavailable(f"{what} failed: {reason}", hint=hint) from exc
 
 
 def text(value: bytes | str) -> str:
