@@ -92,6 +92,10 @@ class Scheduler:
     #: trip of a reservation: placements faster than that share one exchange. After a refusal
     #: it exchanges at once.
     EXCHANGE_EVERY = 0.002
+    #: An exchange that brings no news from other schedulers doubles the wait before the next,
+    #: up to this many times (64 ms): a scheduler working alone seldom pays for the exchange,
+    #: and news from another one brings the wait back to EXCHANGE_EVERY.
+    QUIET_DOUBLINGS = 5
     #: A one-shot scheduler reads this many of the least and of the most loaded hosts (plus two
     #: per placement).
     ENDS = 32
@@ -116,6 +120,7 @@ class Scheduler:
         self._cursor: str | None = None
         self._cursor_dirty = False
         self._last_exchange = float("-inf")
+        self._quiet_exchanges = 0  # in a row, up to QUIET_DOUBLINGS
         # Hosts to read in the same round trip as the host set; grows with what is stored.
         self._expected: list[str] = [*expected, *(h.name for h in config.hosts)]
 
@@ -253,13 +258,17 @@ class Scheduler:
             host: self.store.queue_wait(trip, host, replicas, self.config.redis.timeout / 2)
             for host in replies
         } if replicas else {}  # fmt: skip
-        exchange = (
-            attempt.refused or time.monotonic() - self._last_exchange >= self.EXCHANGE_EVERY
-        )
+        wait = self.EXCHANGE_EVERY * (1 << self._quiet_exchanges)
+        exchange = attempt.refused or time.monotonic() - self._last_exchange >= wait
         changes = self._queue_view_update(trip) if exchange else None
         trip.run()
         if changes is not None:
-            self._apply_changes(changes.get())
+            news = changes.get()
+            self._apply_changes(news)
+            quiet = not news.entries and not attempt.refused
+            self._quiet_exchanges = (
+                min(self._quiet_exchanges + 1, self.QUIET_DOUBLINGS) if quiet else 0
+            )
         for host, reply in replies.items():
             acked = waits[host].get() >= replicas if host in waits else None
             self._apply_outcome(attempt, reply.get(), acked)
