@@ -34,6 +34,11 @@ G = 1 << 30
 HEADROOM = 1.5
 #: How long scheduler processes may take to start and read the fleet view.
 START_TIMEOUT = 120.0
+#: A lone scheduler times PING_BURST PINGs after every PING_EVERY seconds of placements, so
+#: that its rate and the PING baseline come from the same moments of a machine whose speed
+#: swings from one second to the next.
+PING_EVERY = 0.01
+PING_BURST = 40
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,7 @@ class _Worker:
     host_names: tuple[str, ...]
     calls: int
     settings: BenchSettings
+    interleave_pings: bool = False
 
 
 @dataclass(frozen=True)
@@ -103,7 +109,32 @@ class _Outcome:
     round_trips: int
     view_read: float
     unreplicated: int
-    cpu_seconds: float
+    cpu_seconds: float  # the placements' alone
+    pings: int = 0
+    ping_seconds: float = 0.0
+
+
+class _PingBursts:
+    """PINGs timed between one scheduler's placements (see PING_EVERY)."""
+
+    def __init__(self, store: Store) -> None:
+        self._client = _ping_client(store)
+        self._due = 0.0
+        self.count = 0
+        self.seconds = self.cpu_seconds = 0.0
+
+    def after(self, elapsed: float) -> None:
+        """Note ``elapsed`` seconds of placements; PING a burst if one is due."""
+        self._due -= elapsed
+        if self._due > 0:
+            return
+        self._due = PING_EVERY
+        cpu, began = _cpu_seconds(), time.perf_counter()
+        for _ in range(PING_BURST):
+            self._client.ping()
+        self.seconds += time.perf_counter() - began
+        self.cpu_seconds += _cpu_seconds() - cpu
+        self.count += PING_BURST
 
 
 def _work(job: _Worker, ready: Callable[[], None]) -> _Outcome:
@@ -117,6 +148,7 @@ def _work(job: _Worker, ready: Callable[[], None]) -> _Outcome:
     latencies: list[float] = []
     placed: list[str] = []
     failures = unreplicated = 0
+    pings = _PingBursts(store) if job.interleave_pings else None
     try:
         began = time.perf_counter()
         scheduler.prepare()
@@ -137,13 +169,16 @@ def _work(job: _Worker, ready: Callable[[], None]) -> _Outcome:
             placed.extend(p.id for p in plan.placements)
             unreplicated += sum(p.replicated is False for p in plan.placements)
             latencies.extend([elapsed / job.settings.count] * job.settings.count)
+            if pings is not None:
+                pings.after(elapsed)
         scheduler.flush()
-        cpu = _cpu_seconds() - cpu_before
+        cpu = _cpu_seconds() - cpu_before - (pings.cpu_seconds if pings else 0.0)
     finally:
         store.close()
     return _Outcome(
         latencies, placed, failures, scheduler.stats.refusals,
         store.round_trips - trips_before, view_read, unreplicated, cpu,
+        pings.count if pings else 0, pings.seconds if pings else 0.0,
     )  # fmt: skip
 
 
@@ -216,12 +251,17 @@ def _per(seconds: float, placements: int) -> float:
     return round(1e6 * seconds / placements, 1) if placements else 0.0
 
 
+def _ping_client(store: Store) -> Any:
+    """The redis-py client that PINGs: the server's (in a cluster, slot 0's node's)."""
+    if store.is_cluster:
+        return store.client.nodes_manager.get_node_from_slot(0).redis_connection
+    return store.client
+
+
 def ping_rate(store: Store, seconds: float = 1.0) -> float:
     """PINGs per second from one redis-py client: the yardstick for this machine and server
     (in a cluster, the node of slot 0)."""
-    client = store.client
-    if store.is_cluster:
-        client = client.nodes_manager.get_node_from_slot(0).redis_connection
+    client = _ping_client(store)
     client.ping()
     done, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
@@ -332,16 +372,26 @@ def run_bench(config: Config, url: str, settings: BenchSettings) -> BenchResult:
     with translated("bench"):
         try:
             _populate(store, names, host_size(settings), ttl=3600)
+            server_before, began = server_cpu_seconds(store)[0], time.perf_counter()
             baseline = ping_rate(store)
+            ping_count = max(1.0, baseline * (time.perf_counter() - began))
+            server_per_ping = (server_cpu_seconds(store)[0] - server_before) / ping_count
             calls = max(1, settings.placements // settings.count)
             shares = [calls // settings.processes + (i < calls % settings.processes)
                       for i in range(settings.processes)]  # fmt: skip
-            jobs = [_Worker(url, config.redis.password, bench_config, names, share, settings)
+            alone = sum(1 for share in shares if share) == 1
+            jobs = [_Worker(url, config.redis.password, bench_config, names, share, settings,
+                            interleave_pings=alone)
                     for share in shares if share]  # fmt: skip
             _check_replicas(store, bench_config.redis.wait_replicas)
             server_before, primaries = server_cpu_seconds(store)
             outcomes, seconds = _run_workers(jobs)
             server_cpu = server_cpu_seconds(store)[0] - server_before
+            pings = sum(o.pings for o in outcomes)
+            if pings:  # one process: the baseline measured between its placements
+                baseline = pings / sum(o.ping_seconds for o in outcomes)
+                seconds -= sum(o.ping_seconds for o in outcomes)
+                server_cpu -= pings * server_per_ping
             latencies = sorted(x for o in outcomes for x in o.latencies)
             placed = [rid for o in outcomes for rid in o.placed]
             check = check_fleet(Scheduler(bench_config, store, expected=names), placed)

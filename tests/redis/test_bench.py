@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from hostsched import bench
 from hostsched.bench import BenchSettings, run_bench
 from hostsched.config import Config, RedisConfig
@@ -47,6 +49,21 @@ def test_bench_counts_overcommitted_hosts(redis_url: str, monkeypatch) -> None: 
     assert result.sums_mismatched_hosts == 1 and result.lost_or_doubled == 1
 
 
+def test_a_lone_scheduler_is_measured_against_pings_between_its_placements(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One process: the PING baseline is timed between its placements (the same moments of a
+    machine whose speed swings), not in the second before them; several processes: before."""
+    monkeypatch.setattr(bench, "ping_rate", lambda store, seconds=1.0: 1.0)  # the second before
+    monkeypatch.setattr(bench, "PING_EVERY", 0.0)  # a burst after every placement
+    config = Config(redis=RedisConfig(url=redis_url))
+    alone = run_bench(config, redis_url, BenchSettings(hosts=3, placements=20))
+    assert alone.placements == 20 and alone.baseline_ping_per_second > 1.0
+    assert alone.ratio_to_ping == round(alone.per_second / alone.baseline_ping_per_second, 3)
+    several = run_bench(config, redis_url, BenchSettings(hosts=3, placements=20, processes=2))
+    assert several.placements == 20 and several.baseline_ping_per_second == 1.0
+
+
 def test_host_size_leaves_headroom() -> None:
     settings = BenchSettings(hosts=10, placements=10_000, request=Resources(2000, 1 << 30))
     size = bench.host_size(settings)
@@ -75,8 +92,6 @@ def test_check_fleet_measures_spread_and_counts_lost_or_doubled(store: Store) ->
 
 
 def test_bench_refuses_to_wait_for_replicas_that_are_not_there(redis_url: str) -> None:
-    import pytest
-
     from hostsched.errors import UsageError
 
     config = Config(redis=RedisConfig(url=redis_url))
