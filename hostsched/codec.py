@@ -8,6 +8,7 @@ The Lua scripts read the same formats; keep both sides in step.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -186,8 +187,39 @@ def _labels(data: object) -> Mapping[str, str]:
 _NO_LABELS: Mapping[str, str] = MappingProxyType({})
 
 
+def _summary(generation: int, collected_at: float, counts: Sequence[int], labels: bytes) -> Summary:
+    """A summary from its parts, read by either of the two parsers below."""
+    try:
+        mapping = _NO_LABELS if labels == b"{}" else _labels(json.loads(labels))
+    except (ValueError, UnicodeDecodeError) as exc:  # (BadValue is a ValueError)
+        raise BadValue(f"summary labels do not parse: {exc}") from exc
+    return Summary(
+        generation=generation,
+        collected_at=collected_at,
+        limit=Resources(*counts[0:4]),
+        used=Resources(*counts[4:8]),
+        reserved=Resources(*counts[8:12]),
+        instances=counts[12],
+        labels=mapping,
+    )
+
+
+#: What encode_summary writes, exactly: read without a JSON parser (every scheduler reads every
+#: other one's news). Anything else that is valid JSON is read as JSON.
+_ENCODED = re.compile(
+    rb'\{"gen":(\d+),"at":(\d+\.\d+),"limit":\[(\d+),(\d+),(\d+),(\d+)\],'
+    rb'"used":\[(\d+),(\d+),(\d+),(\d+)\],"reserved":\[(\d+),(\d+),(\d+),(\d+)\],'
+    rb'"instances":(\d+),"labels":(\{.*\})\}\Z',
+    re.DOTALL,
+)
+
+
 def decode_summary(raw: bytes | str) -> Summary:
     """Parse one host's summary as published (JSON); raises BadValue if it is not ours."""
+    found = _ENCODED.match(raw) if isinstance(raw, bytes) else None
+    if found is not None:
+        generation, at, *counts, labels = found.groups()
+        return _summary(int(generation), float(at), [int(n) for n in counts], labels)
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -240,16 +272,6 @@ def summary_from_state(state: Sequence[object]) -> Summary:
         raise BadValue("summary time or labels are not text")
     try:
         collected_at = float(at)
-        mapping = _NO_LABELS if labels == b"{}" else _labels(json.loads(labels))
-    except (ValueError, UnicodeDecodeError) as exc:  # (BadValue is a ValueError)
-        raise BadValue(f"summary time or labels do not parse: {exc}") from exc
-    numbers = cast(Sequence[int], counts)
-    return Summary(
-        generation=generation,
-        collected_at=collected_at,
-        limit=Resources(*numbers[0:4]),
-        used=Resources(*numbers[4:8]),
-        reserved=Resources(*numbers[8:12]),
-        instances=numbers[12],
-        labels=mapping,
-    )
+    except ValueError as exc:
+        raise BadValue("summary time is not a number") from exc
+    return _summary(generation, collected_at, cast(Sequence[int], counts), labels)

@@ -10,7 +10,7 @@ key                            holds                                            
 ``P:resource:{H}``             actual resources of H (JSON, ``collected_at`` server time)  24 h
 ``P:resource:scheduled:{H}``   reservations on H by id (hash: id -> JSON)                  2 min
 ``P:resource:{H}:reserved``    running sums of H's live reservations (hash)                2 min
-``P:resource:{H}:expiry``      H's reservation ids by server time (zset)                   2 min
+``P:resource:{H}:queue``       H's reservations in the order made (list of "time id")      2 min
 ``P:resource:{H}:lock``        per-host collect lock (random token)                        30 s
 ``P:resource:{H}:gen``         generation of H, bumped by every change of its state        none
 ``P:hosts``                    set of known host names                                     none
@@ -53,8 +53,8 @@ class Keys:
     def reserved(self, host: str) -> str:
         return f"{self.prefix}:resource:{{{host}}}:reserved"
 
-    def expiry(self, host: str) -> str:
-        return f"{self.prefix}:resource:{{{host}}}:expiry"
+    def queue(self, host: str) -> str:
+        return f"{self.prefix}:resource:{{{host}}}:queue"
 
     def placement(self, reservation_id: str) -> str:
         return f"{self.prefix}:placement:{reservation_id}"

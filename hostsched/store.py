@@ -173,7 +173,7 @@ class Store:
         if found is None:
             k = self.keys
             found = self._keys_of[host] = [k.resource(host), k.scheduled(host), k.reserved(host),
-                                           k.expiry(host), k.generation(host)]  # fmt: skip
+                                           k.queue(host), k.generation(host)]  # fmt: skip
         return found
 
     # -- reads -----------------------------------------------------------------------------
@@ -468,7 +468,7 @@ class Store:
                 return WriteOutcome(text(r[0]), int(r[1]), tuple(map(text, r[3:])), published)
 
             keys = [k.resource(h), k.scheduled(h), k.lock(h), k.generation(h), k.reserved(h),
-                    k.expiry(h)]  # fmt: skip
+                    k.queue(h)]  # fmt: skip
             args = [grant.token, f"{grant.server_time:.6f}", int(resource_ttl), body, *names]
             pending[h] = trip.script("write_actual", keys, args, parse)
         trip.run()

@@ -73,6 +73,8 @@ def redact(url: str) -> str:
     return urlunsplit(parts)
 
 
+#: How Redis says a command was refused to the user, directly or inside a script.
+_REFUSED = ("NOPERM", "no permissions", "can't run this command")
 _PASSWORD_HINT = "set the password: in the URL, HOSTSCHED_REDIS_PASSWORD or redis.password_file"
 
 
@@ -99,7 +101,7 @@ class translated:  # (named as the function it was: ``with translated("what"):``
             hint = "check the Redis URL and that the server is running"
             if isinstance(exc, AuthenticationError) or "authenticat" in reason.lower():
                 hint = _PASSWORD_HINT
-            elif reason.startswith("NOPERM"):
+            elif any(sign in reason for sign in _REFUSED):
                 hint = "the Redis user lacks a permission: see the README's ACL line"
             raise StoreUnavailable(f"{what} failed: {reason}", hint=hint) from exc
 

@@ -3,7 +3,7 @@
 -- KEYS[1]  P:resource:{H}                actual resources
 -- KEYS[2]  P:resource:scheduled:{H}      reservations by id
 -- KEYS[3]  P:resource:{H}:reserved       running sums of the live reservations
--- KEYS[4]  P:resource:{H}:expiry         reservation ids by server time
+-- KEYS[4]  P:resource:{H}:queue          reservations in the order made
 -- KEYS[5]  P:resource:{H}:gen            generation of the host's state
 -- ARGV[1]  reservation TTL in seconds
 --
@@ -23,9 +23,10 @@ if not sums then
   if removed > 0 then bump(KEYS[5], generation) end
   return {removed, redis.call('HLEN', KEYS[2]), math.max(corrupt, 1), has_actual, ''}
 end
-local removed = expire(KEYS[2], KEYS[3], KEYS[4], sums, now, tonumber(ARGV[1]))
+local removed, foreign = expire(KEYS[2], KEYS[3], KEYS[4], sums, now, tonumber(ARGV[1]))
 if removed > 0 then generation = bump(KEYS[5], generation) end
 local remaining = redis.call('HLEN', KEYS[2])
+if foreign then return {removed, remaining, 1, has_actual, ''} end
 local host = load_actual(KEYS[1])
 if not host then return {removed, remaining, 0, has_actual, ''} end
 return {removed, remaining, 0, has_actual, summary(generation, host, sums)}

@@ -3,11 +3,16 @@
 --
 -- A host's reservations live in three keys that change together:
 --   scheduled  hash  id -> {"cpu":..,"memory":..,"disk":..,"gpu":..,"t":server time}
---   reserved   hash  running sums of the live entries (cpu, memory, disk, gpu)
---   expiry     zset  id -> t, so expired entries are found without reading them all
+--   reserved   hash  running sums of the live entries (cpu, memory, disk, gpu) and their number
+--                    (n)
+--   queue      list  "t id" for each entry made, oldest first, so expired entries are found
+--                    without reading them all: O(1) to add to, where a sorted set costs
+--                    O(entries) while it is small enough for Redis to keep it packed. An element
+--                    whose entry is gone (released, seen as an instance) or newer (the id was
+--                    reserved again) is passed over when it reaches the head.
 -- and a generation counter (string) bumped by every change of the host's state, which orders
--- the fleet summaries built from it. If the three disagree (an entry written behind our back,
--- a sums key lost), the sums and the expiry index are rebuilt from the entries.
+-- the fleet summaries built from it. If they disagree (an entry written or deleted behind our
+-- back, a key lost), the sums and the queue are rebuilt from the entries.
 
 local DIMS = {'cpu', 'memory', 'disk', 'gpu'}
 
@@ -31,10 +36,14 @@ local function vector(t)
   return out
 end
 
--- A command's reply, or nil and the error if the key holds another type (not ours).
+-- A command's reply, or nil and the error if the key holds another type (not ours). Any other
+-- error (a permission, memory) fails the script, as it says nothing of the data.
 local function call(...)
   local reply = redis.pcall(...)
-  if type(reply) == 'table' and reply.err then return nil, reply.err end
+  if type(reply) == 'table' and reply.err then
+    if string.sub(reply.err, 1, 9) ~= 'WRONGTYPE' then error(reply) end
+    return nil, reply.err
+  end
   return reply
 end
 
@@ -71,74 +80,90 @@ local function decode_entry(raw)
   return amounts, entry.t
 end
 
--- Sums of the live reservations, after checking the keys are ours and rebuilding the sums and
--- expiry index if they disagree with the entries. Returns sums, or nil and a reason.
-local function load_sums(scheduled, reserved, expiry)
-  local count, bad = call('HLEN', scheduled)
-  if bad then return nil, 'reservations are not a hash' end
-  local indexed, bad_index = call('ZCARD', expiry)
-  local stored, bad_sums = call('HMGET', reserved, 'cpu', 'memory', 'disk', 'gpu')
-  if bad_index or bad_sums then return nil, 'reservation sums or expiry index are not ours' end
-  local sums = {0, 0, 0, 0}
-  if count == 0 then
-    if indexed > 0 or stored[1] or stored[2] or stored[3] or stored[4] then
-      redis.call('DEL', reserved, expiry)
-    end
-    return sums
-  end
-  if count == indexed then
-    local good = false
-    for d = 1, 4 do
-      if stored[d] then good = true end  -- a dimension never reserved has no field
-      sums[d] = tonumber(stored[d] or 0)
-      if not sums[d] or sums[d] < 0 then good = false; break end
-    end
-    if good then return sums end
-    sums = {0, 0, 0, 0}
-  end
-  -- Rebuild from the entries: O(entries), only after the keys disagreed.
+local function write_sums(reserved, sums)
+  redis.call('HSET', reserved, 'cpu', sums[1], 'memory', sums[2], 'disk', sums[3],
+             'gpu', sums[4], 'n', sums[5])
+end
+
+-- Rebuild the sums (in place) and the queue from the entries: O(entries), only after the keys
+-- disagreed. Returns the sums, or nil and a reason if an entry does not parse.
+local function rebuild(scheduled, reserved, queue, sums)
+  for d = 1, 5 do sums[d] = 0 end
   local entries = redis.call('HGETALL', scheduled)
-  local index = {}
+  local made = {}
   for i = 1, #entries, 2 do
     local amounts, t = decode_entry(entries[i + 1])
     if not amounts then return nil, 'reservation ' .. entries[i] .. ' does not parse' end
     for d = 1, 4 do sums[d] = sums[d] + amounts[d] end
-    index[#index + 1] = string.format('%.6f', t)
-    index[#index + 1] = entries[i]
+    made[#made + 1] = {t, entries[i]}
   end
-  redis.call('DEL', reserved, expiry)
-  redis.call('HSET', reserved, 'cpu', sums[1], 'memory', sums[2], 'disk', sums[3], 'gpu', sums[4])
-  for i = 1, #index, 1000 do
-    redis.call('ZADD', expiry, unpack(index, i, math.min(i + 999, #index)))
+  sums[5] = #made
+  table.sort(made, function(a, b) return a[1] < b[1] end)
+  local elements = {}
+  for i, entry in ipairs(made) do elements[i] = string.format('%.6f %s', entry[1], entry[2]) end
+  redis.call('DEL', reserved, queue)
+  write_sums(reserved, sums)
+  for i = 1, #elements, 1000 do  -- in chunks: unpack takes a few thousand values at most
+    redis.call('RPUSH', queue, unpack(elements, i, math.min(i + 999, #elements)))
   end
   -- No TTL here: the next reservation sets all three, and once the entries are gone the first
   -- call to see it (a cleanup at the latest) deletes the other two.
   return sums
 end
 
--- Drop the given ids from the three keys; returns the ids that were there. An entry that does
--- not parse is left in place.
-local function drop(scheduled, reserved, expiry, sums, ids)
-  local dropped = {}
+-- Sums of the live reservations ({cpu, memory, disk, gpu, n}), after checking the keys are ours
+-- and rebuilding the sums and the queue if they disagree with the entries. Returns the sums, or
+-- nil and a reason.
+local function load_sums(scheduled, reserved, queue)
+  local count, bad = call('HLEN', scheduled)
+  if bad then return nil, 'reservations are not a hash' end
+  local queued, bad_queue = call('LLEN', queue)
+  local stored, bad_sums = call('HMGET', reserved, 'cpu', 'memory', 'disk', 'gpu', 'n')
+  if bad_queue or bad_sums then return nil, 'reservation sums or queue are not ours' end
+  local sums = {0, 0, 0, 0, 0}
+  if count == 0 then
+    if queued > 0 or stored[1] or stored[2] or stored[3] or stored[4] or stored[5] then
+      redis.call('DEL', reserved, queue)
+    end
+    return sums
+  end
+  if tonumber(stored[5]) == count and queued >= count then
+    local good = true
+    for d = 1, 4 do
+      sums[d] = tonumber(stored[d])
+      if not sums[d] or sums[d] < 0 then good = false; break end
+    end
+    sums[5] = count
+    if good then return sums end
+  end
+  return rebuild(scheduled, reserved, queue, sums)
+end
+
+-- Drop the given ids (those with an entry made before ``before``, if given) from the entries
+-- and the sums; their queue elements are passed over later. Returns the ids dropped, and true
+-- if an entry does not parse: it is left in place, and the sums marked for a rebuild (which
+-- reports the host corrupt), so the caller must write no sums after this.
+local function drop(scheduled, reserved, sums, ids, before)
+  local dropped, foreign = {}, false
   for _, id in ipairs(ids) do
     local raw = redis.call('HGET', scheduled, id)
-    local amounts = raw and decode_entry(raw)
-    if amounts then
+    local amounts, t
+    if raw then amounts, t = decode_entry(raw) end
+    if amounts and (not before or t < before) then
       redis.call('HDEL', scheduled, id)
-      redis.call('ZREM', expiry, id)
-      for d = 1, 4 do
-        if amounts[d] > 0 then  -- (and never -0, which HINCRBY refuses)
-          sums[d] = sums[d] - amounts[d]
-          redis.call('HINCRBY', reserved, DIMS[d], 0 - amounts[d])
-        end
-      end
+      for d = 1, 4 do sums[d] = sums[d] - amounts[d] end
+      sums[5] = sums[5] - 1
       dropped[#dropped + 1] = id
-    elseif raw then
-      -- Not ours to delete: un-indexed, so the next call rebuilds and reports the host corrupt.
-      redis.call('ZREM', expiry, id)
+    elseif raw and not amounts then
+      foreign = true
     end
   end
-  return dropped
+  if foreign then
+    redis.call('HDEL', reserved, 'n')
+  elseif #dropped > 0 then
+    write_sums(reserved, sums)
+  end
+  return dropped, foreign
 end
 
 -- Drop expired entries by reading them all, leaving those that do not parse; for cleanup when
@@ -160,11 +185,36 @@ local function expire_by_scan(scheduled, now, ttl)
   return #expired, corrupt
 end
 
--- Drop the entries older than ttl seconds (by the expiry index); returns how many.
-local function expire(scheduled, reserved, expiry, sums, now, ttl)
-  local old = redis.call('ZRANGEBYSCORE', expiry, '-inf', string.format('(%.6f', now - ttl))
-  if #old == 0 then return 0 end
-  return #drop(scheduled, reserved, expiry, sums, old)
+-- The time of a queue element "t id", or nil if it is not one.
+local function queued_at(element)
+  local t = tonumber(string.match(element, '^(%S+) '))
+  if t and t == t and t < math.huge then return t end
+end
+
+-- Drop the entries older than ttl seconds, found at the head of the queue. Returns how many,
+-- and true if an entry does not parse (as drop).
+local function expire(scheduled, reserved, queue, sums, now, ttl)
+  local before = now - ttl
+  local head = redis.call('LINDEX', queue, 0)
+  if not head or (queued_at(head) or 0) >= before then return 0, false end
+  local old, passed, lost = {}, 0, false
+  repeat
+    local chunk = redis.call('LRANGE', queue, passed, passed + 99)
+    for _, element in ipairs(chunk) do
+      local t = queued_at(element)
+      if t and t >= before then chunk = {}; break end
+      passed = passed + 1
+      if t then old[#old + 1] = string.sub(element, string.find(element, ' ', 1, true) + 1) end
+      lost = lost or not t  -- not ours: whichever entry it stood for is in the queue no more
+    end
+  until #chunk < 100
+  redis.call('LTRIM', queue, passed, -1)
+  local dropped, foreign = drop(scheduled, reserved, sums, old, before)
+  if lost and not foreign and not rebuild(scheduled, reserved, queue, sums) then
+    redis.call('HDEL', reserved, 'n')
+    foreign = true
+  end
+  return #dropped, foreign
 end
 
 -- The generation counter, or nil if the key is not a counter (not ours).

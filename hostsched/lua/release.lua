@@ -3,7 +3,7 @@
 -- KEYS[1]  P:resource:{H}                actual resources (read for the summary only)
 -- KEYS[2]  P:resource:scheduled:{H}      reservations by id
 -- KEYS[3]  P:resource:{H}:reserved       running sums of the live reservations
--- KEYS[4]  P:resource:{H}:expiry         reservation ids by server time
+-- KEYS[4]  P:resource:{H}:queue          reservations in the order made
 -- KEYS[5]  P:resource:{H}:gen            generation of the host's state
 -- ARGV     the ids to drop
 --
@@ -14,8 +14,8 @@ local sums = load_sums(KEYS[2], KEYS[3], KEYS[4])
 if not sums then return {{}, ''} end
 local generation = current_generation(KEYS[5])
 if not generation then return {{}, ''} end
-local dropped = drop(KEYS[2], KEYS[3], KEYS[4], sums, ARGV)
+local dropped, foreign = drop(KEYS[2], KEYS[3], sums, ARGV)
 if #dropped > 0 then generation = bump(KEYS[5], generation) end
 local host = load_actual(KEYS[1])
-if not host then return {dropped, ''} end
+if not host or foreign then return {dropped, ''} end
 return {dropped, summary(generation, host, sums)}

@@ -3,7 +3,7 @@
 -- KEYS[1]  P:resource:{H}                actual resources of the host (JSON, version 1)
 -- KEYS[2]  P:resource:scheduled:{H}      reservations by id (hash: id -> JSON)
 -- KEYS[3]  P:resource:{H}:reserved       running sums of the live reservations
--- KEYS[4]  P:resource:{H}:expiry         reservation ids by server time (zset)
+-- KEYS[4]  P:resource:{H}:queue          reservations in the order made (list)
 -- KEYS[5]  P:resource:{H}:gen            generation of the host's state
 -- ARGV[1]  reservation TTL in seconds (entries older than this no longer count)
 -- ARGV[2]  seconds after which the actual resources are stale
@@ -28,7 +28,9 @@ if not sums then return {'corrupt', '', bad, 0} end
 local generation = current_generation(KEYS[5])
 if not generation then return {'corrupt', '', 'generation is not a counter', 0} end
 
-if expire(KEYS[2], KEYS[3], KEYS[4], sums, now, ttl) > 0 then generation = bump(KEYS[5], generation) end
+local expired, foreign = expire(KEYS[2], KEYS[3], KEYS[4], sums, now, ttl)
+if expired > 0 then generation = bump(KEYS[5], generation) end
+if foreign then return {'corrupt', '', 'a reservation does not parse', 0} end
 if now - host.collected_at > stale_after then
   return {'stale', summary(generation, host, sums), 'actual resources are stale', 0}
 end
@@ -55,19 +57,23 @@ for d = 1, 4 do
   end
 end
 
-local placed = {}
+local placed, queued = {}, {}
 for _, i in ipairs(fresh) do
   local id = ARGV[i]
   redis.call('HSET', KEYS[2], id, string.format(
     '{"cpu":%d,"memory":%d,"disk":%d,"gpu":%d,"t":%s}',
     tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]),
     tonumber(ARGV[i + 4]), stamp))
-  redis.call('ZADD', KEYS[4], stamp, id)
   placed[#placed + 1] = id
+  queued[#queued + 1] = stamp .. ' ' .. id
 end
 if #placed > 0 then
+  for first = 1, #queued, 1000 do  -- in chunks: unpack takes a few thousand values at most
+    redis.call('RPUSH', KEYS[4], unpack(queued, first, math.min(first + 999, #queued)))
+  end
   for d = 1, 4 do sums[d] = sums[d] + wanted[d] end
-  redis.call('HSET', KEYS[3], 'cpu', sums[1], 'memory', sums[2], 'disk', sums[3], 'gpu', sums[4])
+  sums[5] = sums[5] + #placed
+  write_sums(KEYS[3], sums)
   local ms = math.ceil(ttl * 1000)
   for k = 2, 4 do redis.call('PEXPIRE', KEYS[k], ms) end
   generation = bump(KEYS[5], generation)

@@ -5,7 +5,7 @@
 -- KEYS[3]  P:resource:{H}:lock       the collect lock, which must still hold ARGV[1]
 -- KEYS[4]  P:resource:{H}:gen        generation counter
 -- KEYS[5]  P:resource:{H}:reserved   running sums of the live reservations
--- KEYS[6]  P:resource:{H}:expiry     reservation ids by server time
+-- KEYS[6]  P:resource:{H}:queue      reservations in the order made
 -- ARGV[1]  lock token of this collector (hex)
 -- ARGV[2]  server time at which this collector started reading the host
 -- ARGV[3]  TTL of the actual resources in seconds
@@ -32,9 +32,9 @@ local resource_kind = kind(KEYS[1])
 if resource_kind ~= 'none' and resource_kind ~= 'string' then return {'foreign', 0, ''} end
 local generation = current_generation(KEYS[4])
 if not generation then return {'foreign', 0, ''} end
-local sk, rk, ek = kind(KEYS[2]), kind(KEYS[5]), kind(KEYS[6])
+local sk, rk, qk = kind(KEYS[2]), kind(KEYS[5]), kind(KEYS[6])
 if (sk ~= 'none' and sk ~= 'hash') or (rk ~= 'none' and rk ~= 'hash')
-    or (ek ~= 'none' and ek ~= 'zset') then
+    or (qk ~= 'none' and qk ~= 'list') then
   return {'foreign', 0, ''}
 end
 -- Entries that do not parse are not ours to judge: the host stays corrupt, the write goes on.
@@ -61,7 +61,11 @@ redis.call('SET', KEYS[1], '{"collected_at":' .. now .. ',"writer":"' .. ARGV[1]
 local names = {}
 for i = 5, #ARGV do names[#names + 1] = ARGV[i] end
 local dropped = {}
-if sums then dropped = drop(KEYS[2], KEYS[5], KEYS[6], sums, names) end
+if sums then
+  local foreign
+  dropped, foreign = drop(KEYS[2], KEYS[5], sums, names)
+  if foreign then sums = nil end  -- (no summary: the next call finds the host corrupt)
+end
 generation = bump(KEYS[4], generation)
 local host = load_actual(KEYS[1])
 local reply = {'ok', generation, (host and sums) and summary(generation, host, sums) or ''}

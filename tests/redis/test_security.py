@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -194,6 +195,13 @@ def test_readme_acl_user_runs_everything_and_uses_every_command(
         ):  # fmt: skip
             result = run(*args, *step, env=env)
             assert result.returncode == 0, (step, result.stderr)
+        # A reservation that expires, pruned by the queue (with a one-second TTL).
+        assert run(*args, "schedule", "--cpu", "1", "--id", "web-3", env=env).returncode == 0
+        time.sleep(1.2)
+        short, _ = invocation("env", tmp_path / "short", secured.url(), ACL_PW, user=ACL_USER,
+                              extra="ttl:\n  reservation: 1s\n")  # fmt: skip
+        pruned = run(*short, "cleanup", "--json", env=env)
+        assert json.loads(pruned.stdout)["removed"] == 1, pruned.stderr
         # "retired" was forgotten (SREM): only the two configured hosts are left.
         assert json.loads(run(*args, "cleanup", "--json", env=env).stdout)["hosts"] == 2
         used = {
@@ -204,6 +212,23 @@ def test_readme_acl_user_runs_everything_and_uses_every_command(
     # Everything hostsched sent, its scripts' commands included, was allowed; nothing allowed
     # went unused.
     assert used == {rule[1:] for rule in readme_acl() if rule.startswith("+")}
+
+
+def test_a_command_refused_inside_a_script_is_a_store_error_not_bad_data(
+    secured: Server, tmp_path: Path
+) -> None:
+    """A permission missing inside a script (here LLEN) is exit 5 with the ACL hint: it says
+    nothing of the host's data, which must not be reported corrupt."""
+    args, env = invocation("env", tmp_path, secured.url(), ACL_PW, user=ACL_USER)
+    assert run(*args, "collect", env=env).returncode == 0
+    with secured.admin() as admin:
+        admin.execute_command("ACL", "SETUSER", ACL_USER, "-llen")
+        try:
+            result = run(*args, "schedule", "--cpu", "1", env=env)
+        finally:
+            admin.execute_command("ACL", "SETUSER", ACL_USER, "+llen")
+    assert_error(result, 5, "can't run this command")
+    assert "README's ACL line" in result.stderr
 
 
 @pytest.mark.parametrize("command", [

@@ -1,4 +1,4 @@
-"""Running sums, the expiry index and the fleet view, against a real redis-server."""
+"""Running sums, the expiry queue and the fleet view, against a real redis-server."""
 
 from __future__ import annotations
 
@@ -52,6 +52,51 @@ def test_sums_follow_reserve_release_expiry_and_reconciliation(store: Store) -> 
     assert sums(store) == entries_total(store) == Resources()
 
 
+def queue(store: Store) -> list[tuple[float, str]]:
+    """The expiry queue as (time, id), oldest first."""
+    elements = store.client.lrange(store.keys.queue(HOST), 0, -1)
+    return [(float(t), rid.decode()) for t, rid in (e.split(b" ", 1) for e in elements)]
+
+
+def age_queue_head(store: Store, seconds: float) -> None:
+    t, rid = queue(store)[0]
+    store.client.lset(store.keys.queue(HOST), 0, f"{t - seconds:.6f} {rid}")
+
+
+def test_the_queue_passes_over_released_ids_and_never_expires_a_newer_entry(
+    store: Store,
+) -> None:
+    put_host(store)
+    reserve(store, ("x", Resources(1000)), ("y", Resources(100)), ("keep", Resources(10)))
+    assert store.release({HOST: ["x", "y"]}) == {HOST: ("x", "y")}
+    reserve(store, ("x", Resources(2000)))  # the same id again, a newer entry
+    assert [rid for _, rid in queue(store)] == ["x", "y", "keep", "x"]  # released ones stay
+    age_queue_head(store, 600)  # the first x's element is old; the entry x now is not
+    outcome = reserve(store, ("z", Resources(1)), ttl=300)
+    assert outcome.status == "ok" and outcome.reserved == Resources(2011)
+    assert sums(store) == entries_total(store) == Resources(2011)
+    assert [rid for _, rid in queue(store)] == ["y", "keep", "x", "z"]  # the head passed over
+
+
+def test_a_lost_or_foreign_queue_is_rebuilt_or_passed_over(store: Store) -> None:
+    put_host(store)
+    reserve(store, ("a", Resources(1)))
+    reserve(store, ("b", Resources(2)))
+    store.client.delete(store.keys.queue(HOST))  # lost: rebuilt from the entries, in order
+    assert reserve(store, ("c", Resources(4))).reserved == Resources(7)
+    assert [rid for _, rid in queue(store)] == ["a", "b", "c"]
+    times = [t for t, _ in queue(store)]
+    assert times == sorted(times)
+    for junk in ("not ours", "12 x y", "nan"):  # elements that do not parse, at the head
+        store.client.lpush(store.keys.queue(HOST), junk)
+        assert reserve(store, (junk.split()[0], Resources(8)), ttl=300).status == "ok"
+    assert [rid for _, rid in queue(store)] == ["a", "b", "c", "not", "12", "nan"]
+    assert sums(store) == entries_total(store) == Resources(31)
+    store.client.lset(store.keys.queue(HOST), 0, "junk")  # a's element lost: rebuilt
+    assert reserve(store, ("e", Resources(16))).reserved == Resources(47)
+    assert [rid for _, rid in queue(store)] == ["a", "b", "c", "not", "12", "nan", "e"]
+
+
 def test_reserve_does_not_read_every_reservation(store: Store) -> None:
     put_host(store, capacity=Resources(10**9, 10**15, 10**15))
     for i in range(200):
@@ -78,9 +123,9 @@ def test_sums_are_rebuilt_when_entries_change_behind_our_back(store: Store) -> N
 
 def test_foreign_sums_or_index_make_the_host_corrupt(store: Store) -> None:
     put_host(store)
-    store.client.set(store.keys.expiry(HOST), "not a zset")
+    store.client.set(store.keys.queue(HOST), "not a list")
     outcome = reserve(store, ("a", Resources(1000)))
-    assert outcome.status == "corrupt" and store.client.get(store.keys.expiry(HOST))
+    assert outcome.status == "corrupt" and store.client.get(store.keys.queue(HOST))
 
 
 def test_every_change_bumps_the_generation_and_returns_the_summary(store: Store) -> None:
