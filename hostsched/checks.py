@@ -36,9 +36,12 @@ def reservation_ids(ids: Sequence[str], count: int) -> list[str]:
     """The ids of ``count`` placements: as given, suffixed ``-1``… for one id, else generated."""
     if not 1 <= count <= MAX_COUNT:
         raise UsageError(f"--count must be from 1 to {MAX_COUNT}, not {count}")
-    if not ids:
-        ids = [f"hs-{os.urandom(6).hex()}" for _ in range(count)]
-    elif len(ids) == 1 and count > 1:
+    if not ids:  # valid by construction; drawn again if two of them repeat (48 random bits)
+        generated = [f"hs-{os.urandom(6).hex()}" for _ in range(count)]
+        if count == 1 or len(set(generated)) == count:
+            return generated
+        return reservation_ids((), count)
+    if len(ids) == 1 and count > 1:
         ids = [f"{ids[0]}-{i}" for i in range(1, count + 1)]
     elif len(ids) != count:
         raise UsageError(f"{len(ids)} ids given for --count {count}")

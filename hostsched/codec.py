@@ -259,14 +259,16 @@ def encode_summary(summary: Summary) -> str:
 #: A script's summary (lua/lib.lua): generation, collected_at, limit, used and reserved (four
 #: counts each), instances, labels as JSON.
 _STATE_LENGTH = 16
+_INT = {int}
 
 
 def summary_from_state(state: Sequence[object]) -> Summary:
     """Parse a summary as a script returns it (a flat array); raises BadValue if not ours."""
     if len(state) != _STATE_LENGTH:
         raise BadValue("summary has the wrong length")
-    generation, at, labels, counts = state[0], state[1], state[15], state[2:15]
-    if type(generation) is not int or not all(type(n) is int and n >= 0 for n in counts):
+    generation, at, labels = state[0], state[1], state[15]
+    numbers = cast(Sequence[int], state[2:15])  # if the types check out
+    if type(generation) is not int or set(map(type, numbers)) != _INT or min(numbers) < 0:
         raise BadValue("summary counts are not counts")
     if not isinstance(at, bytes) or not isinstance(labels, bytes):
         raise BadValue("summary time or labels are not text")
@@ -274,4 +276,4 @@ def summary_from_state(state: Sequence[object]) -> Summary:
         collected_at = float(at)
     except ValueError as exc:
         raise BadValue("summary time is not a number") from exc
-    return _summary(generation, collected_at, cast(Sequence[int], counts), labels)
+    return _summary(generation, collected_at, numbers, labels)
