@@ -23,9 +23,12 @@ from hostsched.codec import BadValue, Summary, decode_summary, summary_generatio
 from hostsched.model import ZERO, HostSnapshot, Resources
 from hostsched.strategies import SCORES, Candidate, Context
 
-#: Candidates handed to a strategy beyond the placements of a batch: the best few, so a
-#: refused reservation has a next choice without another look at the fleet.
+#: Candidates handed to a strategy beyond the placements of a batch: the best few, for a
+#: strategy whose view order is only near its own (best_fit's depends on the request).
 SPARE_CANDIDATES = 2
+#: Strategies whose score does not depend on the request: the view's order is theirs exactly,
+#: so the best host in it is their choice for one placement.
+EXACT_ORDERS = frozenset({"least_loaded", "least_cpu"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +83,16 @@ class _Order:
 
     def remove(self, name: str) -> None:
         self._entry.pop(name, None)
+
+    def first(self) -> str | None:
+        """The best name, without taking it (stale entries on top are dropped on the way)."""
+        heap = self._heap
+        while heap:
+            entry = heap[0]
+            if self._entry.get(entry[2]) is entry:
+                return entry[2]
+            heappop(heap)
+        return None
 
     def best(self) -> Generator[str, None, None]:
         """Names best first; stop early to pay only for what was taken."""
@@ -174,17 +187,24 @@ class FleetView:
     ) -> list[Candidate]:
         """The candidates a strategy should rank for ``count`` placements of ``request``.
 
-        For a scored strategy: the best ``count + SPARE_CANDIDATES`` eligible hosts with room,
-        walked from the sorted order (exact for least_loaded and least_cpu, whose order is the
-        strategy's; for best_fit the fullest hosts, re-scored exactly by the strategy). For the
+        For one placement by a strategy of EXACT_ORDERS: the best host, if it is eligible and
+        has room (the common case, without walking the order). Otherwise, for a scored
+        strategy: the best ``count + SPARE_CANDIDATES`` eligible hosts with room, walked from
+        the sorted order (for best_fit the fullest hosts, which it re-scores exactly). For the
         others: every eligible host.
         """
         fresh_since = self.now() - stale_after
         if strategy not in SCORES:
             return [h.candidate for h in self.hosts.values() if _eligible(h, labels, fresh_since)]
+        order = self._order(strategy)
+        if count == 1 and strategy in EXACT_ORDERS:  # the best host is the answer, if it will do
+            top = order.first()
+            host = self.hosts[top] if top is not None else None
+            if host and _eligible(host, labels, fresh_since) and host.candidate.has_room(request):
+                return [host.candidate]
         size = count + SPARE_CANDIDATES
         found = []
-        names = self._order(strategy).best()
+        names = order.best()
         for name in names:
             host = self.hosts[name]
             if _eligible(host, labels, fresh_since) and host.candidate.has_room(request):

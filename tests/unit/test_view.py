@@ -21,7 +21,7 @@ from hostsched.codec import (
 )
 from hostsched.model import Resources
 from hostsched.strategies import SCORES, Candidate, Context, plan, rank
-from hostsched.view import SPARE_CANDIDATES, FleetView
+from hostsched.view import EXACT_ORDERS, SPARE_CANDIDATES, FleetView
 
 G = 1 << 30
 
@@ -105,6 +105,34 @@ def test_window_is_the_best_few_that_fit_and_match() -> None:
     assert window(fleet) == ["b", "d", "a"][: 1 + SPARE_CANDIDATES]
     assert window(fleet, cpu=1000, zone="a") == ["b", "a"]  # c has no room for 1000
     assert window(fleet, cpu=6000) == ["b", "d"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 8000), st.sampled_from("ab"), st.booleans()), max_size=8),
+    st.lists(st.tuples(st.integers(0, 7), st.integers(0, 8000)), max_size=20),
+    st.sampled_from(sorted(EXACT_ORDERS)),
+    st.integers(1, 3000),
+)
+def test_one_placement_by_an_exact_order_gets_the_best_eligible_host(
+    hosts: list[tuple[int, str, bool]], updates: list[tuple[int, int]], strategy: str, cpu: int
+) -> None:
+    """The shortcut for one placement picks a host the strategy itself ranks first."""
+    fleet = view(**{f"h{i}": summary(used, zone=zone, at=1000.0 if fresh else 900.0)
+                    for i, (used, zone, fresh) in enumerate(hosts)})  # fmt: skip
+    for gen, (i, used) in enumerate(updates, start=2):
+        if f"h{i}" in fleet.hosts:
+            fleet.apply(f"h{i}", summary(used, zone=fleet.hosts[f"h{i}"].labels["zone"], gen=gen))
+    request = Resources(cpu)
+    found = fleet.window(strategy, request, labels={"zone": "a"}, stale_after=60, count=1)
+    eligible = [h for h in fleet.hosts.values() if fleet.eligible(h, {"zone": "a"}, 60)]
+    fitting = [h.candidate for h in eligible if h.candidate.has_room(request)]
+    if not fitting:
+        assert found == []
+        return
+    ctx = Context(request=request)
+    best = min(SCORES[strategy](c, ctx) for c in fitting)
+    assert found and SCORES[strategy](found[0], ctx) == best and found[0] in fitting
 
 
 def test_window_follows_updates_and_ignores_older_generations() -> None:
