@@ -111,17 +111,20 @@ class _Outcome:
     unreplicated: int
     cpu_seconds: float  # the placements' alone
     pings: int = 0
-    ping_seconds: float = 0.0
+    ping_seconds: float = 0.0  # the PINGs' own wall time
+    burst_seconds: float = 0.0  # the bursts' whole wall time (with the INFOs around them)
+    ping_server_seconds: float = 0.0  # the servers' CPU time during the bursts
 
 
 class _PingBursts:
     """PINGs timed between one scheduler's placements (see PING_EVERY)."""
 
     def __init__(self, store: Store) -> None:
+        self._store = store
         self._client = _ping_client(store)
         self._due = 0.0
         self.count = 0
-        self.seconds = self.cpu_seconds = 0.0
+        self.seconds = self.burst_seconds = self.cpu_seconds = self.server_seconds = 0.0
 
     def after(self, elapsed: float) -> None:
         """Note ``elapsed`` seconds of placements; PING a burst if one is due."""
@@ -129,11 +132,15 @@ class _PingBursts:
         if self._due > 0:
             return
         self._due = PING_EVERY
-        cpu, began = _cpu_seconds(), time.perf_counter()
+        cpu, burst = _cpu_seconds(), time.perf_counter()
+        server = server_cpu_seconds(self._store)[0]
+        began = time.perf_counter()
         for _ in range(PING_BURST):
             self._client.ping()
         self.seconds += time.perf_counter() - began
+        self.server_seconds += server_cpu_seconds(self._store)[0] - server
         self.cpu_seconds += _cpu_seconds() - cpu
+        self.burst_seconds += time.perf_counter() - burst
         self.count += PING_BURST
 
 
@@ -179,6 +186,7 @@ def _work(job: _Worker, ready: Callable[[], None]) -> _Outcome:
         latencies, placed, failures, scheduler.stats.refusals,
         store.round_trips - trips_before, view_read, unreplicated, cpu,
         pings.count if pings else 0, pings.seconds if pings else 0.0,
+        pings.burst_seconds if pings else 0.0, pings.server_seconds if pings else 0.0,
     )  # fmt: skip
 
 
@@ -372,10 +380,7 @@ def run_bench(config: Config, url: str, settings: BenchSettings) -> BenchResult:
     with translated("bench"):
         try:
             _populate(store, names, host_size(settings), ttl=3600)
-            server_before, began = server_cpu_seconds(store)[0], time.perf_counter()
             baseline = ping_rate(store)
-            ping_count = max(1.0, baseline * (time.perf_counter() - began))
-            server_per_ping = (server_cpu_seconds(store)[0] - server_before) / ping_count
             calls = max(1, settings.placements // settings.count)
             shares = [calls // settings.processes + (i < calls % settings.processes)
                       for i in range(settings.processes)]  # fmt: skip
@@ -390,8 +395,8 @@ def run_bench(config: Config, url: str, settings: BenchSettings) -> BenchResult:
             pings = sum(o.pings for o in outcomes)
             if pings:  # one process: the baseline measured between its placements
                 baseline = pings / sum(o.ping_seconds for o in outcomes)
-                seconds -= sum(o.ping_seconds for o in outcomes)
-                server_cpu -= pings * server_per_ping
+                seconds -= sum(o.burst_seconds for o in outcomes)
+                server_cpu -= sum(o.ping_server_seconds for o in outcomes)
             latencies = sorted(x for o in outcomes for x in o.latencies)
             placed = [rid for o in outcomes for rid in o.placed]
             check = check_fleet(Scheduler(bench_config, store, expected=names), placed)
