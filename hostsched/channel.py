@@ -22,7 +22,6 @@ from typing import Any, cast
 
 import hiredis
 import redis
-from redis._parsers import BaseParser
 from redis.exceptions import (
     AskError,
     ClusterDownError,
@@ -31,6 +30,11 @@ from redis.exceptions import (
     TimeoutError,
     TryAgainError,
 )
+
+try:  # redis-py before 6 knows MOVED, ASK, TRYAGAIN and CLUSTERDOWN in its cluster parser only
+    from redis.cluster import ClusterParser as _ErrorParser  # type: ignore[attr-defined]
+except ImportError:
+    from redis._parsers import BaseParser as _ErrorParser
 
 #: Sends of one batch after a dropped connection, a timeout or a cluster redirection.
 ATTEMPTS = 6
@@ -80,7 +84,7 @@ class _Replies:
         self.sock = sock
         self._reader = hiredis.Reader(
             protocolError=InvalidResponse,
-            replyError=BaseParser.parse_error,
+            replyError=_ErrorParser.parse_error,
             notEnoughData=_MORE,  # (False is a reply in RESP3)
         )
         self._buffer = bytearray(65536)
