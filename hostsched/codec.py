@@ -173,7 +173,7 @@ def summary_generation(raw: bytes) -> int | None:
     """The generation a summary starts with, read without decoding the rest."""
     if raw.startswith(_GENERATION_PREFIX):
         digits = raw[len(_GENERATION_PREFIX) : raw.find(b",")]
-        if digits.isdigit():
+        if digits.isdigit() and len(digits) <= 20:
             return int(digits)
     return None
 
@@ -206,10 +206,11 @@ def _summary(generation: int, collected_at: float, counts: Sequence[int], labels
 
 #: What encode_summary writes, exactly: read without a JSON parser (every scheduler reads every
 #: other one's news). Anything else that is valid JSON is read as JSON.
+_N = rb"(\d{1,20})"  # (longer numbers are not ours, and int() refuses thousands of digits)
 _ENCODED = re.compile(
-    rb'\{"gen":(\d+),"at":(\d+\.\d+),"limit":\[(\d+),(\d+),(\d+),(\d+)\],'
-    rb'"used":\[(\d+),(\d+),(\d+),(\d+)\],"reserved":\[(\d+),(\d+),(\d+),(\d+)\],'
-    rb'"instances":(\d+),"labels":(\{.*\})\}\Z',
+    rb'\{"gen":' + _N + rb',"at":(\d{1,12}\.\d{1,9}),"limit":\[' + rb",".join([_N] * 4)
+    + rb'\],"used":\[' + rb",".join([_N] * 4) + rb'\],"reserved":\[' + rb",".join([_N] * 4)
+    + rb'\],"instances":' + _N + rb',"labels":(\{.*\})\}\Z',
     re.DOTALL,
 )
 

@@ -149,6 +149,20 @@ def test_window_follows_updates_and_ignores_older_generations() -> None:
     assert len(order._heap) <= 2 * len(fleet.hosts) + 64 + 1
 
 
+def test_a_published_summary_with_endless_numbers_is_a_bad_value_not_a_crash() -> None:
+    """int() refuses thousands of digits with a plain ValueError: foreign news in the view must
+    still be only ignored."""
+    good = encode_summary(summary(1000)).encode()
+    for huge in (good.replace(b'"used":[1000', b'"used":[' + b"9" * 5000),
+                 good.replace(b'"gen":1', b'"gen":' + b"9" * 5000)):  # fmt: skip
+        with pytest.raises(BadValue):
+            decode_summary(huge)
+        fleet = view()
+        fleet.apply_body("a", huge)
+        assert fleet.problems == 1 and "a" not in fleet.hosts
+    assert summary_generation(b'{"gen":' + b"9" * 5000 + b',"at":1}') is None
+
+
 def test_body_with_a_known_generation_is_not_decoded() -> None:
     fleet = view(a=summary(1000, gen=5))
     fleet.apply_body("a", b'{"gen":5,"but":"not json at all')
