@@ -11,6 +11,7 @@ key                            holds                                            
 ``P:resource:scheduled:{H}``   reservations on H by id (hash: id -> JSON)                  2 min
 ``P:resource:{H}:reserved``    running sums of H's live reservations (hash)                2 min
 ``P:resource:{H}:queue``       H's reservations in the order made (list of "time id")      2 min
+``P:resource:{H}:names``       names of H's instances (set), for reserve to look up        24 h
 ``P:resource:{H}:lock``        per-host collect lock (random token)                        30 s
 ``P:resource:{H}:gen``         generation of H, bumped by every change of its state        none
 ``P:hosts``                    set of known host names                                     none
@@ -55,6 +56,9 @@ class Keys:
 
     def queue(self, host: str) -> str:
         return f"{self.prefix}:resource:{{{host}}}:queue"
+
+    def names(self, host: str) -> str:
+        return f"{self.prefix}:resource:{{{host}}}:names"
 
     def placement(self, reservation_id: str) -> str:
         return f"{self.prefix}:placement:{reservation_id}"

@@ -172,8 +172,10 @@ class Store:
         found = self._keys_of.get(host)
         if found is None:
             k = self.keys
-            found = self._keys_of[host] = [k.resource(host), k.scheduled(host), k.reserved(host),
-                                           k.queue(host), k.generation(host)]  # fmt: skip
+            found = self._keys_of[host] = [
+                k.resource(host), k.scheduled(host), k.reserved(host), k.queue(host),
+                k.generation(host), k.names(host),
+            ]  # fmt: skip
         return found
 
     # -- reads -----------------------------------------------------------------------------
@@ -468,7 +470,7 @@ class Store:
                 return WriteOutcome(text(r[0]), int(r[1]), tuple(map(text, r[3:])), published)
 
             keys = [k.resource(h), k.scheduled(h), k.lock(h), k.generation(h), k.reserved(h),
-                    k.queue(h)]  # fmt: skip
+                    k.queue(h), k.names(h)]  # fmt: skip
             args = [grant.token, f"{grant.server_time:.6f}", int(resource_ttl), body, *names]
             pending[h] = trip.script("write_actual", keys, args, parse)
         trip.run()

@@ -47,20 +47,45 @@ local function call(...)
   return reply
 end
 
--- The host's actual resources: host table with limit (capacity x overcommit) and used_v; or
--- nil, a status ('missing' or 'corrupt') and a reason.
-local function load_actual(key)
-  local raw, err = call('GET', key)
-  if err then return nil, 'corrupt', 'actual resources are not a string' end
-  if not raw then return nil, 'missing', 'no actual resources stored' end
-  local ok, host = pcall(cjson.decode, raw)
-  if not ok or type(host) ~= 'table' or host.v ~= 1 then
-    return nil, 'corrupt', 'actual resources do not parse'
-  end
+local function decode_actual(text)
+  local ok, host = pcall(cjson.decode, text)
+  if not ok or type(host) ~= 'table' or host.v ~= 1 then return nil end
   local capacity, used = vector(host.capacity), vector(host.used)
-  if not capacity or not used or type(host.collected_at) ~= 'number' then
-    return nil, 'corrupt', 'actual resources lack a field'
+  if not capacity or not used or type(host.collected_at) ~= 'number' then return nil end
+  return host, capacity, used
+end
+
+-- How much of the actual resources a script reads first. The instance names come last, as
+-- collect writes them (codec.encode_actual), and can be thousands: reading and decoding them
+-- on every reservation cost O(instances). Everything before them is a few hundred bytes.
+local HEAD_BYTES = 4096
+local NAMES = ',"names":['  -- (a quote inside a JSON string is escaped: this is the member)
+
+-- The host's actual resources: host table with limit (capacity x overcommit) and used_v, and
+-- either names (if the record was decoded whole) or names_at, where the names' "[" is; or nil,
+-- a status ('missing' or 'corrupt') and a reason.
+local function load_actual(key)
+  local start, err = call('GETRANGE', key, 0, HEAD_BYTES - 1)
+  if err then return nil, 'corrupt', 'actual resources are not a string' end
+  if start == '' and redis.call('EXISTS', key) == 0 then
+    return nil, 'missing', 'no actual resources stored'
   end
+  local whole = #start < HEAD_BYTES
+  local host, capacity, used, names_at
+  local at = not (whole and string.sub(start, -#NAMES - 2) == NAMES .. ']}')  -- (no instances)
+    and string.find(start, NAMES, 1, true)
+  if at then
+    local tail = whole and string.sub(start, -2) or redis.call('GETRANGE', key, -2, -1)
+    if tail == ']}' then  -- the names are the last member: decode what comes before
+      host, capacity, used = decode_actual(string.sub(start, 1, at - 1) .. '}')
+      names_at = at + #NAMES - 1
+    end
+  end
+  if not host then  -- laid out otherwise, or a long head: read it whole
+    names_at = nil
+    host, capacity, used = decode_actual(whole and start or redis.call('GET', key))
+  end
+  if not host then return nil, 'corrupt', 'actual resources do not parse or lack a field' end
   local ratios = host.overcommit
   if type(ratios) ~= 'table' then ratios = {} end
   local limit = {}
@@ -70,7 +95,36 @@ local function load_actual(key)
     limit[i] = math.floor(capacity[i] * ratio)
   end
   host.limit, host.used_v = limit, used
+  if names_at then
+    host.key, host.names_at = key, names_at
+    host.no_names = string.sub(start, names_at, names_at + 1) == '[]'
+  end
   return host
+end
+
+-- A test of whether an id is an instance on the host (then its reservation is "existing"):
+-- by the set of names collect keeps beside the record, in O(1); by the record's own list if
+-- that was decoded, or if there is no set (a record written before the set was kept). Nil if
+-- the set is not ours.
+local function instance_test(host, names_key)
+  local listed = host.names
+  if host.names_at then
+    if host.no_names then return function() return false end end
+    local names_kind = kind(names_key)
+    if names_kind == 'set' then
+      return function(id) return redis.call('SISMEMBER', names_key, id) == 1 end
+    elseif names_kind ~= 'none' then
+      return nil
+    end
+    local raw = redis.call('GET', host.key)
+    local ok, decoded = pcall(cjson.decode, string.sub(raw, host.names_at, -2))
+    listed = ok and decoded or {}
+  end
+  local is_instance = {}
+  if type(listed) == 'table' then
+    for _, name in ipairs(listed) do is_instance[name] = true end
+  end
+  return function(id) return is_instance[id] == true end
 end
 
 local function decode_entry(raw)

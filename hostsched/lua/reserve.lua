@@ -5,6 +5,7 @@
 -- KEYS[3]  P:resource:{H}:reserved       running sums of the live reservations
 -- KEYS[4]  P:resource:{H}:queue          reservations in the order made (list)
 -- KEYS[5]  P:resource:{H}:gen            generation of the host's state
+-- KEYS[6]  P:resource:{H}:names          names of the instances on the host (set)
 -- ARGV[1]  reservation TTL in seconds (entries older than this no longer count)
 -- ARGV[2]  seconds after which the actual resources are stale
 -- ARGV[3..] five per reservation: id, cpu millicores, memory bytes, disk bytes, gpus
@@ -16,7 +17,7 @@
 --   missing  no actual resources stored
 --   corrupt  a stored value is not ours (wrong type, does not parse, unknown version)
 -- summary (see lib.lua) is the host's state after the call, "" when missing or corrupt.
--- Cost: O(batch + expired entries), whatever the number of live reservations.
+-- Cost: O(batch + expired entries), whatever the number of live reservations or of instances.
 
 local now, stamp = server_time()
 local ttl, stale_after = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -35,14 +36,12 @@ if now - host.collected_at > stale_after then
   return {'stale', summary(generation, host, sums), 'actual resources are stale', 0}
 end
 
-local is_instance = {}
-if type(host.names) == 'table' then
-  for _, name in ipairs(host.names) do is_instance[name] = true end
-end
+local is_instance = instance_test(host, KEYS[6])
+if not is_instance then return {'corrupt', '', 'instance names are not a set', 0} end
 local fresh, existing, wanted = {}, {}, {0, 0, 0, 0}
 for i = 3, #ARGV, 5 do
   local id = ARGV[i]
-  if is_instance[id] or redis.call('HEXISTS', KEYS[2], id) == 1 then
+  if is_instance(id) or redis.call('HEXISTS', KEYS[2], id) == 1 then
     existing[#existing + 1] = id
   else
     fresh[#fresh + 1] = i

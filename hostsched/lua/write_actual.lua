@@ -6,6 +6,7 @@
 -- KEYS[4]  P:resource:{H}:gen        generation counter
 -- KEYS[5]  P:resource:{H}:reserved   running sums of the live reservations
 -- KEYS[6]  P:resource:{H}:queue      reservations in the order made
+-- KEYS[7]  P:resource:{H}:names      names of the instances (set), for reserve to look up
 -- ARGV[1]  lock token of this collector (hex)
 -- ARGV[2]  server time at which this collector started reading the host
 -- ARGV[3]  TTL of the actual resources in seconds
@@ -32,9 +33,9 @@ local resource_kind = kind(KEYS[1])
 if resource_kind ~= 'none' and resource_kind ~= 'string' then return {'foreign', 0, ''} end
 local generation = current_generation(KEYS[4])
 if not generation then return {'foreign', 0, ''} end
-local sk, rk, qk = kind(KEYS[2]), kind(KEYS[5]), kind(KEYS[6])
+local sk, rk, qk, nk = kind(KEYS[2]), kind(KEYS[5]), kind(KEYS[6]), kind(KEYS[7])
 if (sk ~= 'none' and sk ~= 'hash') or (rk ~= 'none' and rk ~= 'hash')
-    or (qk ~= 'none' and qk ~= 'list') then
+    or (qk ~= 'none' and qk ~= 'list') or (nk ~= 'none' and nk ~= 'set') then
   return {'foreign', 0, ''}
 end
 -- Entries that do not parse are not ours to judge: the host stays corrupt, the write goes on.
@@ -60,6 +61,11 @@ redis.call('SET', KEYS[1], '{"collected_at":' .. now .. ',"writer":"' .. ARGV[1]
            'EX', ARGV[3])
 local names = {}
 for i = 5, #ARGV do names[#names + 1] = ARGV[i] end
+redis.call('DEL', KEYS[7])
+for first = 1, #names, 1000 do  -- in chunks: unpack takes a few thousand values at most
+  redis.call('SADD', KEYS[7], unpack(names, first, math.min(first + 999, #names)))
+end
+if #names > 0 then redis.call('PEXPIRE', KEYS[7], tonumber(ARGV[3]) * 1000) end
 local dropped = {}
 if sums then
   local foreign

@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,8 +187,14 @@ def test_readme_acl_user_runs_everything_and_uses_every_command(
         admin.sadd("hostsched:hosts", "retired")  # stored, not configured, no data: forgotten
         admin.script_flush()  # so the scripts must be loaded as this user
         admin.config_resetstat()
+        assert run(*args, "collect", env=env).returncode == 0
+        # Instances on the hosts, as an LXD collect would store them: schedule looks them up.
+        url = f"unix://{secured.server.socket}"
+        with closing(Store.connect(url, keys=Keys("hostsched"), password=PW)) as store:
+            for host in ("hv-a", "hv-b"):
+                _write(store, host, ["vm-1"])
         for step in (
-            ["collect"], ["schedule", "--cpu", "1", "--id", "web-1"],
+            ["schedule", "--cpu", "1", "--id", "web-1"],
             ["schedule", "--cpu", "1", "--id", "web-2", "--strategy", "round_robin"],
             ["collect"],  # with reservations pending
             ["inspect"], ["inspect", "hv-a"], ["release", "web-1", "web-2"], ["cleanup"],

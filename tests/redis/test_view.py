@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
 import redis
 
-from hostsched.codec import decode_summary
+from hostsched.codec import decode_summary, encode_actual
 from hostsched.collect import collect
-from hostsched.model import Resources
+from hostsched.model import Overcommit, Resources
 from hostsched.replies import Published
 from hostsched.scheduler import Scheduler
 from hostsched.store import Store
@@ -95,6 +96,54 @@ def test_a_lost_or_foreign_queue_is_rebuilt_or_passed_over(store: Store) -> None
     store.client.lset(store.keys.queue(HOST), 0, "junk")  # a's element lost: rebuilt
     assert reserve(store, ("e", Resources(16))).reserved == Resources(47)
     assert [rid for _, rid in queue(store)] == ["a", "b", "c", "not", "12", "nan", "e"]
+
+
+def test_instances_are_looked_up_in_their_set_not_decoded(store: Store) -> None:
+    """A reserve decodes only the record's head and asks the names set about its ids: its cost
+    does not grow with the instances on the host."""
+    names = tuple(f"ci-runner-{i:04d}" for i in range(3000))
+    put_host(store, capacity=Resources(10**6, 10**15, 10**15), names=names)
+    assert store.client.scard(store.keys.names(HOST)) == 3000
+    store.client.config_resetstat()
+    outcome = reserve(store, ("ci-runner-0042", Resources(1000)), ("new", Resources(1000)))
+    assert outcome.status == "ok" and outcome.existing == ("ci-runner-0042",)
+    assert outcome.placed == ("new",) and outcome.reserved == Resources(1000)
+    assert commands_run(store.client)["sismember"] == 2
+    # A record written before the set was kept (no set): its own list still counts.
+    store.client.delete(store.keys.names(HOST))
+    assert reserve(store, ("ci-runner-2999", Resources(1))).existing == ("ci-runner-2999",)
+    # A record laid out otherwise (names first) is read whole, and still right.
+    raw = json.loads(store.client.get(store.keys.resource(HOST)))
+    store.client.set(store.keys.resource(HOST), json.dumps({"names": raw.pop("names"), **raw}))
+    assert reserve(store, ("ci-runner-0007", Resources(1))).existing == ("ci-runner-0007",)
+    assert reserve(store, ("other", Resources(1))).placed == ("other",)
+
+
+def test_a_record_with_a_long_head_is_read_whole(store: Store) -> None:
+    """Labels of more than the first read (4 KiB) put the names out of its reach: the record is
+    then read and decoded whole, and reserve still answers right."""
+    labels = {f"label-{i:03d}": "x" * 40 for i in range(120)}
+    body = encode_actual(
+        capacity=Resources(10**6, 10**15, 10**15), used=Resources(), overcommit=Overcommit(),
+        labels=labels, names=("vm-1", "vm-2"),
+    )  # fmt: skip
+    assert body.index('"names"') > 4096
+    grant = store.acquire_locks([HOST], ttl=30)[HOST]
+    written = store.write_actual({HOST: (grant, body, ("vm-1", "vm-2"))}, resource_ttl=60)
+    assert written[HOST].status == "ok"
+    outcome = reserve(store, ("vm-2", Resources(1)), ("new", Resources(1)))
+    assert outcome.existing == ("vm-2",) and outcome.placed == ("new",)
+    assert outcome.published and dict(outcome.published.summary.labels) == labels
+
+
+def test_a_names_key_that_is_not_a_set_makes_the_host_corrupt(store: Store) -> None:
+    put_host(store, names=("vm-1",))
+    store.client.delete(store.keys.names(HOST))
+    store.client.set(store.keys.names(HOST), "not a set")
+    assert reserve(store, ("a", Resources(1))).status == "corrupt"
+    with pytest.raises(AssertionError, match="foreign"):
+        put_host(store, names=("vm-1",))  # a collect does not write over it either
+    assert store.client.get(store.keys.names(HOST)) == b"not a set"
 
 
 def test_reserve_does_not_read_every_reservation(store: Store) -> None:
