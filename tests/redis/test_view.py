@@ -7,6 +7,8 @@ import time
 
 import pytest
 import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hostsched.codec import decode_summary, encode_actual
 from hostsched.collect import collect
@@ -15,7 +17,7 @@ from hostsched.replies import Published
 from hostsched.scheduler import Scheduler
 from hostsched.store import Store
 from tests.redis.test_scheduler import cpu, fleet_config, static
-from tests.redis.test_store import HOST, G, put_host, reserve
+from tests.redis.test_store import HOST, G, put_host, reservations, reserve
 
 
 def sums(store: Store, host: str = HOST) -> Resources:
@@ -313,3 +315,69 @@ def test_large_reads_and_prunes_are_chunked(store: Store) -> None:
     store.client.hset(store.keys.scheduled(HOST), "bad", "{")  # pruned by reading them all
     cleaned = store.cleanup([HOST], reservation_ttl=60)[HOST]
     assert (cleaned.removed, cleaned.remaining, cleaned.corrupt) == (9000, 2, 1)  # "a", "bad"
+
+
+Op = tuple[str, int]
+operations = st.lists(
+    st.tuples(st.sampled_from(["reserve", "release", "again", "age", "cleanup", "lose"]),
+              st.integers(1, 150)),
+    min_size=1, max_size=25,
+)  # fmt: skip
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(operations)
+def test_sums_and_queue_follow_any_sequence_of_operations(store: Store, ops: list[Op]) -> None:
+    """Against a model of the live reservations: reserve, release, reserve a released id again,
+    age the oldest (then expire them), clean up, lose the queue; after each step the entries
+    are the model's, the sums are the entries', and every live entry is in the queue."""
+    store.client.flushall()
+    put_host(store, capacity=Resources(10**9, 10**15, 10**15))
+    live: dict[str, int] = {}
+    released: list[str] = []
+    made = 0
+    for op, n in ops:
+        if op == "reserve" or (op == "again" and not released):
+            batch = [(f"r{made + i}", Resources(1 + (made + i) % 7)) for i in range(n)]
+            made += n
+            assert reserve(store, *batch, ttl=3600).status == "ok"
+            live.update((rid, amount.cpu) for rid, amount in batch)
+        elif op == "again":
+            rid = released.pop(n % len(released))
+            assert reserve(store, (rid, Resources(3)), ttl=3600).placed == (rid,)
+            live[rid] = 3
+        elif op == "release":
+            gone = sorted(live)[: n % 5 + 1]
+            store.release({HOST: [*gone, "never-made"]})
+            for rid in gone:
+                del live[rid]
+            released += gone
+        elif op == "age":  # the n oldest queue elements (and their entries) by 1,000 s
+            aged = []
+            for i, (t, rid) in enumerate(queue(store)[:n]):
+                store.client.lset(store.keys.queue(HOST), i, f"{t - 1000:.6f} {rid}")
+                entry = reservations(store).get(rid)
+                if entry is not None and abs(entry["t"] - t) < 1e-6:
+                    entry["t"] -= 1000
+                    store.client.hset(store.keys.scheduled(HOST), rid, json.dumps(entry))
+                    aged.append(rid)
+            outcome = reserve(store, (f"r{made}", Resources(1)), ttl=500)
+            live[f"r{made}"] = 1
+            made += 1
+            assert outcome.status == "ok", outcome.reason
+            for rid in aged:
+                live.pop(rid, None)
+        elif op == "cleanup":
+            store.cleanup([HOST], reservation_ttl=3600)
+        elif op == "lose":
+            store.client.delete(store.keys.queue(HOST))
+            assert reserve(store, (f"r{made}", Resources(1)), ttl=3600).status == "ok"
+            live[f"r{made}"] = 1
+            made += 1
+        entries = {rid: int(e["cpu"]) for rid, e in reservations(store).items()}
+        assert entries == live, op
+        assert sums(store) == entries_total(store) == Resources(sum(live.values()))
+        if live:
+            assert int(store.client.hget(store.keys.reserved(HOST), "n") or -1) == len(live)
+            assert set(live) <= {rid for _, rid in queue(store)}
