@@ -23,11 +23,19 @@ bench "8 processes, 20 hosts, best_fit" --hosts 20 --placements 8000 --processes
 
 # The CLI: a whole `hostsched schedule` process on the embedded default (no Redis URL), and
 # on 10 and 10,000 hosts stored in Redis (written as bench writes its fleet).
+# hyperfine times all runs of one command, then all of the other; as the machine's speed drifts
+# within a minute, each pair is timed in five rounds of 10 runs and the median ratio reported.
 cli() {
-  hyperfine -N -w 5 -r 40 --export-json "$dir/hf.json" "$1" "$2" >/dev/null
-  "$PY" -c "import json,sys; a,b=(r['median'] for r in json.load(open(sys.argv[1]))['results']);
-print(json.dumps({'case': sys.argv[2], 'baseline_ms': round(a*1e3,1), 'ms': round(b*1e3,1),
-      'ratio': round(b/a, 2)}))" "$dir/hf.json" "$3"
+  for round in 1 2 3 4 5; do
+    hyperfine -N -w 3 -r 10 --export-json "$dir/hf$round.json" "$1" "$2" >/dev/null
+  done
+  "$PY" -c "import json,statistics,sys
+pairs = [[r['median'] for r in json.load(open(f))['results']] for f in sys.argv[2:]]
+ratios = sorted(b / a for a, b in pairs)
+a, b = (statistics.median(x) for x in zip(*pairs))
+print(json.dumps({'case': sys.argv[1], 'baseline_ms': round(a*1e3,1), 'ms': round(b*1e3,1),
+      'ratio': round(statistics.median(ratios), 2), 'ratios': [round(r, 2) for r in ratios]}))" \
+    "$3" "$dir"/hf[1-5].json
 }
 # As an operator installs it (pip install ., not -e: an editable install adds an import hook
 # and, with PYTHONDONTWRITEBYTECODE, compiles the package on every start).
