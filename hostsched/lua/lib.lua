@@ -12,7 +12,9 @@
 --                    reserved again) is passed over when it reaches the head.
 -- and a generation counter (string) bumped by every change of the host's state, which orders
 -- the fleet summaries built from it. If they disagree (an entry written or deleted behind our
--- back, a key lost), the sums and the queue are rebuilt from the entries.
+-- back, a key lost), the sums and the queue are rebuilt from the entries. Beside the actual
+-- resources (whose instance names come last), write_actual keeps those names in a set, so that
+-- a reservation looks its ids up without reading them all.
 
 local DIMS = {'cpu', 'memory', 'disk', 'gpu'}
 
@@ -34,6 +36,14 @@ local function vector(t)
     out[i] = v
   end
   return out
+end
+
+-- One command with ``values`` after ``key``, sent in chunks: unpack takes a few thousand values
+-- at most.
+local function call_in_chunks(command, key, values)
+  for first = 1, #values, 1000 do
+    redis.call(command, key, unpack(values, first, math.min(first + 999, #values)))
+  end
 end
 
 -- A command's reply, or nil and the error if the key holds another type (not ours). Any other
@@ -62,8 +72,8 @@ local HEAD_BYTES = 4096
 local NAMES = ',"names":['  -- (a quote inside a JSON string is escaped: this is the member)
 
 -- The host's actual resources: host table with limit (capacity x overcommit) and used_v, and
--- either names (if the record was decoded whole) or names_at, where the names' "[" is; or nil,
--- a status ('missing' or 'corrupt') and a reason.
+-- names_at (where the names' "[" is) if only the part before them was decoded; or nil, a status
+-- ('missing' or 'corrupt') and a reason.
 local function load_actual(key)
   local start, err = call('GETRANGE', key, 0, HEAD_BYTES - 1)
   if err then return nil, 'corrupt', 'actual resources are not a string' end
@@ -72,16 +82,15 @@ local function load_actual(key)
   end
   local whole = #start < HEAD_BYTES
   local host, capacity, used, names_at
-  local at = not (whole and string.sub(start, -#NAMES - 2) == NAMES .. ']}')  -- (no instances)
-    and string.find(start, NAMES, 1, true)
-  if at then
+  local at = string.find(start, NAMES, 1, true)
+  if at and string.sub(start, at + #NAMES, at + #NAMES) ~= ']' then  -- (none: decode it all)
     local tail = whole and string.sub(start, -2) or redis.call('GETRANGE', key, -2, -1)
     if tail == ']}' then  -- the names are the last member: decode what comes before
       host, capacity, used = decode_actual(string.sub(start, 1, at - 1) .. '}')
       names_at = at + #NAMES - 1
     end
   end
-  if not host then  -- laid out otherwise, or a long head: read it whole
+  if not host then  -- no names, laid out otherwise, or a long head: read it whole
     names_at = nil
     host, capacity, used = decode_actual(whole and start or redis.call('GET', key))
   end
@@ -94,30 +103,24 @@ local function load_actual(key)
     if i == 4 or type(ratio) ~= 'number' or ratio <= 0 then ratio = 1 end
     limit[i] = math.floor(capacity[i] * ratio)
   end
-  host.limit, host.used_v = limit, used
-  if names_at then
-    host.key, host.names_at = key, names_at
-    host.no_names = string.sub(start, names_at, names_at + 1) == '[]'
-  end
+  host.limit, host.used_v, host.names_at = limit, used, names_at
   return host
 end
 
 -- A test of whether an id is an instance on the host (then its reservation is "existing"):
--- by the set of names collect keeps beside the record, in O(1); by the record's own list if
--- that was decoded, or if there is no set (a record written before the set was kept). Nil if
--- the set is not ours.
-local function instance_test(host, names_key)
+-- by the set of names collect keeps beside the record (``key``), in O(1); by the record's own
+-- list if that was decoded, or if there is no set (a record written before the set was kept).
+-- Nil if the set is not ours.
+local function instance_test(host, key, names_key)
   local listed = host.names
   if host.names_at then
-    if host.no_names then return function() return false end end
     local names_kind = kind(names_key)
     if names_kind == 'set' then
       return function(id) return redis.call('SISMEMBER', names_key, id) == 1 end
     elseif names_kind ~= 'none' then
       return nil
     end
-    local raw = redis.call('GET', host.key)
-    local ok, decoded = pcall(cjson.decode, string.sub(raw, host.names_at, -2))
+    local ok, decoded = pcall(cjson.decode, string.sub(redis.call('GET', key), host.names_at, -2))
     listed = ok and decoded or {}
   end
   local is_instance = {}
@@ -157,9 +160,7 @@ local function rebuild(scheduled, reserved, queue, sums)
   for i, entry in ipairs(made) do elements[i] = string.format('%.6f %s', entry[1], entry[2]) end
   redis.call('DEL', reserved, queue)
   write_sums(reserved, sums)
-  for i = 1, #elements, 1000 do  -- in chunks: unpack takes a few thousand values at most
-    redis.call('RPUSH', queue, unpack(elements, i, math.min(i + 999, #elements)))
-  end
+  call_in_chunks('RPUSH', queue, elements)
   -- No TTL here: the next reservation sets all three, and once the entries are gone the first
   -- call to see it (a cleanup at the latest) deletes the other two.
   return sums
@@ -233,16 +234,15 @@ local function expire_by_scan(scheduled, now, ttl)
       expired[#expired + 1] = entries[i]
     end
   end
-  for first = 1, #expired, 1000 do  -- in chunks: unpack takes a few thousand values at most
-    redis.call('HDEL', scheduled, unpack(expired, first, math.min(first + 999, #expired)))
-  end
+  call_in_chunks('HDEL', scheduled, expired)
   return #expired, corrupt
 end
 
--- The time of a queue element "t id", or nil if it is not one.
-local function queued_at(element)
-  local t = tonumber(string.match(element, '^(%S+) '))
-  if t and t == t and t < math.huge then return t end
+-- The time and id of a queue element "t id", or nil if it is not one.
+local function queued(element)
+  local t, id = string.match(element, '^(%S+) (.*)$')
+  t = tonumber(t)
+  if t and t == t and t < math.huge then return t, id end
 end
 
 -- Drop the entries older than ttl seconds, found at the head of the queue. Returns how many,
@@ -250,18 +250,19 @@ end
 local function expire(scheduled, reserved, queue, sums, now, ttl)
   local before = now - ttl
   local head = redis.call('LINDEX', queue, 0)
-  if not head or (queued_at(head) or 0) >= before then return 0, false end
-  local old, passed, lost = {}, 0, false
+  if not head or (queued(head) or 0) >= before then return 0, false end
+  local old, passed, lost, young = {}, 0, false, false
   repeat
     local chunk = redis.call('LRANGE', queue, passed, passed + 99)
     for _, element in ipairs(chunk) do
-      local t = queued_at(element)
-      if t and t >= before then chunk = {}; break end
+      local t, id = queued(element)
+      young = t ~= nil and t >= before
+      if young then break end
       passed = passed + 1
-      if t then old[#old + 1] = string.sub(element, string.find(element, ' ', 1, true) + 1) end
+      if t then old[#old + 1] = id end
       lost = lost or not t  -- not ours: whichever entry it stood for is in the queue no more
     end
-  until #chunk < 100
+  until young or #chunk < 100
   redis.call('LTRIM', queue, passed, -1)
   local dropped, foreign = drop(scheduled, reserved, sums, old, before)
   if lost and not foreign and not rebuild(scheduled, reserved, queue, sums) then

@@ -36,7 +36,7 @@ if now - host.collected_at > stale_after then
   return {'stale', summary(generation, host, sums), 'actual resources are stale', 0}
 end
 
-local is_instance = instance_test(host, KEYS[6])
+local is_instance = instance_test(host, KEYS[1], KEYS[6])
 if not is_instance then return {'corrupt', '', 'instance names are not a set', 0} end
 local fresh, existing, wanted = {}, {}, {0, 0, 0, 0}
 for i = 3, #ARGV, 5 do
@@ -67,9 +67,7 @@ for _, i in ipairs(fresh) do
   queued[#queued + 1] = stamp .. ' ' .. id
 end
 if #placed > 0 then
-  for first = 1, #queued, 1000 do  -- in chunks: unpack takes a few thousand values at most
-    redis.call('RPUSH', KEYS[4], unpack(queued, first, math.min(first + 999, #queued)))
-  end
+  call_in_chunks('RPUSH', KEYS[4], queued)
   for d = 1, 4 do sums[d] = sums[d] + wanted[d] end
   sums[5] = sums[5] + #placed
   write_sums(KEYS[3], sums)

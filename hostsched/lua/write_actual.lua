@@ -62,9 +62,7 @@ redis.call('SET', KEYS[1], '{"collected_at":' .. now .. ',"writer":"' .. ARGV[1]
 local names = {}
 for i = 5, #ARGV do names[#names + 1] = ARGV[i] end
 redis.call('DEL', KEYS[7])
-for first = 1, #names, 1000 do  -- in chunks: unpack takes a few thousand values at most
-  redis.call('SADD', KEYS[7], unpack(names, first, math.min(first + 999, #names)))
-end
+call_in_chunks('SADD', KEYS[7], names)
 if #names > 0 then redis.call('PEXPIRE', KEYS[7], tonumber(ARGV[3]) * 1000) end
 local dropped = {}
 if sums then
