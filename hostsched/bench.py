@@ -110,10 +110,18 @@ class _Outcome:
     view_read: float
     unreplicated: int
     cpu_seconds: float  # the placements' alone
-    pings: int = 0
-    ping_seconds: float = 0.0  # the PINGs' own wall time
-    burst_seconds: float = 0.0  # the bursts' whole wall time (with the INFOs around them)
-    ping_server_seconds: float = 0.0  # the servers' CPU time during the bursts
+    pings: _PingTally | None = None  # a lone scheduler's PING bursts
+
+
+@dataclass
+class _PingTally:
+    """What a lone scheduler's PING bursts took (see PING_EVERY)."""
+
+    count: int = 0
+    seconds: float = 0.0  # the PINGs' own wall time: the baseline's
+    burst_seconds: float = 0.0  # the bursts' whole wall time, INFOs included: not placements'
+    cpu_seconds: float = 0.0  # this process's CPU during the bursts
+    server_seconds: float = 0.0  # the servers' CPU during the bursts
 
 
 class _PingBursts:
@@ -123,8 +131,7 @@ class _PingBursts:
         self._store = store
         self._client = _ping_client(store)
         self._due = 0.0
-        self.count = 0
-        self.seconds = self.burst_seconds = self.cpu_seconds = self.server_seconds = 0.0
+        self.tally = _PingTally()
 
     def after(self, elapsed: float) -> None:
         """Note ``elapsed`` seconds of placements; PING a burst if one is due."""
@@ -132,16 +139,17 @@ class _PingBursts:
         if self._due > 0:
             return
         self._due = PING_EVERY
+        tally = self.tally
         cpu, burst = _cpu_seconds(), time.perf_counter()
         server = server_cpu_seconds(self._store)[0]
         began = time.perf_counter()
         for _ in range(PING_BURST):
             self._client.ping()
-        self.seconds += time.perf_counter() - began
-        self.server_seconds += server_cpu_seconds(self._store)[0] - server
-        self.cpu_seconds += _cpu_seconds() - cpu
-        self.burst_seconds += time.perf_counter() - burst
-        self.count += PING_BURST
+        tally.seconds += time.perf_counter() - began
+        tally.server_seconds += server_cpu_seconds(self._store)[0] - server
+        tally.cpu_seconds += _cpu_seconds() - cpu
+        tally.burst_seconds += time.perf_counter() - burst
+        tally.count += PING_BURST
 
 
 def _work(job: _Worker, ready: Callable[[], None]) -> _Outcome:
@@ -179,14 +187,13 @@ def _work(job: _Worker, ready: Callable[[], None]) -> _Outcome:
             if pings is not None:
                 pings.after(elapsed)
         scheduler.flush()
-        cpu = _cpu_seconds() - cpu_before - (pings.cpu_seconds if pings else 0.0)
+        tally = pings.tally if pings else None
+        cpu = _cpu_seconds() - cpu_before - (tally.cpu_seconds if tally else 0.0)
     finally:
         store.close()
     return _Outcome(
         latencies, placed, failures, scheduler.stats.refusals,
-        store.round_trips - trips_before, view_read, unreplicated, cpu,
-        pings.count if pings else 0, pings.seconds if pings else 0.0,
-        pings.burst_seconds if pings else 0.0, pings.server_seconds if pings else 0.0,
+        store.round_trips - trips_before, view_read, unreplicated, cpu, tally,
     )  # fmt: skip
 
 
@@ -380,7 +387,6 @@ def run_bench(config: Config, url: str, settings: BenchSettings) -> BenchResult:
     with translated("bench"):
         try:
             _populate(store, names, host_size(settings), ttl=3600)
-            baseline = ping_rate(store)
             calls = max(1, settings.placements // settings.count)
             shares = [calls // settings.processes + (i < calls % settings.processes)
                       for i in range(settings.processes)]  # fmt: skip
@@ -389,14 +395,19 @@ def run_bench(config: Config, url: str, settings: BenchSettings) -> BenchResult:
                             interleave_pings=alone)
                     for share in shares if share]  # fmt: skip
             _check_replicas(store, bench_config.redis.wait_replicas)
+            # Several processes: a second of PINGs before they start; one: PINGs between its
+            # placements (a second after them if it made none).
+            baseline = None if alone else ping_rate(store)
             server_before, primaries = server_cpu_seconds(store)
             outcomes, seconds = _run_workers(jobs)
             server_cpu = server_cpu_seconds(store)[0] - server_before
-            pings = sum(o.pings for o in outcomes)
-            if pings:  # one process: the baseline measured between its placements
-                baseline = pings / sum(o.ping_seconds for o in outcomes)
-                seconds -= sum(o.burst_seconds for o in outcomes)
-                server_cpu -= sum(o.ping_server_seconds for o in outcomes)
+            tally = outcomes[0].pings
+            if tally and tally.count:
+                baseline = tally.count / tally.seconds
+                seconds -= tally.burst_seconds
+                server_cpu -= tally.server_seconds
+            if baseline is None:
+                baseline = ping_rate(store)
             latencies = sorted(x for o in outcomes for x in o.latencies)
             placed = [rid for o in outcomes for rid in o.placed]
             check = check_fleet(Scheduler(bench_config, store, expected=names), placed)
