@@ -97,6 +97,9 @@ SCORES: dict[str, Score] = {
     "best_fit": lambda h, ctx: _free_share(h, ctx.request),
     "least_cpu": lambda h, ctx: (_share(h.load.cpu, h.limit.cpu), h.instances),
 }
+#: Scored strategies whose score does not depend on the request: an order of the hosts kept
+#: for them (the fleet view's) is theirs exactly, whatever is asked for.
+REQUEST_FREE_SCORES = frozenset({"least_loaded", "least_cpu"})
 
 
 def _scored(strategy: str) -> Callable[[Sequence[Candidate], Context], list[Candidate]]:

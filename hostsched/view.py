@@ -21,14 +21,11 @@ from typing import Any
 
 from hostsched.codec import BadValue, Summary, decode_summary, summary_generation
 from hostsched.model import ZERO, HostSnapshot, Resources
-from hostsched.strategies import SCORES, Candidate, Context
+from hostsched.strategies import REQUEST_FREE_SCORES, SCORES, Candidate, Context
 
 #: Candidates handed to a strategy beyond the placements of a batch: the best few, for a
 #: strategy whose view order is only near its own (best_fit's depends on the request).
 SPARE_CANDIDATES = 2
-#: Strategies whose score does not depend on the request: the view's order is theirs exactly,
-#: so the best host in it is their choice for one placement.
-EXACT_ORDERS = frozenset({"least_loaded", "least_cpu"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +184,7 @@ class FleetView:
     ) -> list[Candidate]:
         """The candidates a strategy should rank for ``count`` placements of ``request``.
 
-        For one placement by a strategy of EXACT_ORDERS: the best host, if it is eligible and
+        For one placement by a strategy of REQUEST_FREE_SCORES: the best host, if it is eligible and
         has room (the common case, without walking the order). Otherwise, for a scored
         strategy: the best ``count + SPARE_CANDIDATES`` eligible hosts with room, walked from
         the sorted order (for best_fit the fullest hosts, which it re-scores exactly). For the
@@ -197,7 +194,7 @@ class FleetView:
         if strategy not in SCORES:
             return [h.candidate for h in self.hosts.values() if _eligible(h, labels, fresh_since)]
         order = self._order(strategy)
-        if count == 1 and strategy in EXACT_ORDERS:  # the best host is the answer, if it will do
+        if count == 1 and strategy in REQUEST_FREE_SCORES:  # the best host is the answer
             top = order.first()
             host = self.hosts[top] if top is not None else None
             if host and _eligible(host, labels, fresh_since) and host.candidate.has_room(request):

@@ -9,7 +9,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hostsched.model import Resources
-from hostsched.strategies import STRATEGY_NAMES, Candidate, Context, rank, utilisation
+from hostsched.strategies import (
+    REQUEST_FREE_SCORES,
+    SCORES,
+    STRATEGY_NAMES,
+    Candidate,
+    Context,
+    rank,
+    utilisation,
+)
 
 G = 1 << 30
 
@@ -147,3 +155,18 @@ def test_consistent_hash_is_stable_and_moves_only_when_its_host_leaves() -> None
 @pytest.mark.parametrize("strategy", STRATEGY_NAMES)
 def test_empty_fleet_ranks_nothing(strategy: str) -> None:
     assert rank(strategy, [], Context(Resources(1))) == []
+
+
+@given(
+    st.sampled_from(sorted(REQUEST_FREE_SCORES)),
+    st.integers(1, 64_000), st.integers(0, 64_000), st.integers(0, 50),
+    st.integers(0, 64_000), st.integers(0, 64 * G),
+)  # fmt: skip
+def test_request_free_scores_do_not_depend_on_the_request(
+    strategy: str, cpu: int, used: int, instances: int, want_cpu: int, want_mem: int
+) -> None:
+    candidate = host("h", cpu, used, instances=instances)
+    score = SCORES[strategy]
+    assert score(candidate, Context(request=Resources())) == score(
+        candidate, Context(request=Resources(want_cpu, want_mem))
+    )

@@ -20,8 +20,8 @@ from hostsched.codec import (
     summary_generation,
 )
 from hostsched.model import Resources
-from hostsched.strategies import SCORES, Candidate, Context, plan, rank
-from hostsched.view import EXACT_ORDERS, SPARE_CANDIDATES, FleetView
+from hostsched.strategies import REQUEST_FREE_SCORES, SCORES, Candidate, Context, plan, rank
+from hostsched.view import SPARE_CANDIDATES, FleetView
 
 G = 1 << 30
 
@@ -111,7 +111,7 @@ def test_window_is_the_best_few_that_fit_and_match() -> None:
 @given(
     st.lists(st.tuples(st.integers(0, 8000), st.sampled_from("ab"), st.booleans()), max_size=8),
     st.lists(st.tuples(st.integers(0, 7), st.integers(0, 8000)), max_size=20),
-    st.sampled_from(sorted(EXACT_ORDERS)),
+    st.sampled_from(sorted(REQUEST_FREE_SCORES)),
     st.integers(1, 3000),
 )
 def test_one_placement_by_an_exact_order_gets_the_best_eligible_host(
