@@ -78,11 +78,12 @@ def parse_count(text: str | int | float, *, what: str = "GPU count") -> int:
         raise QuantityError(f"invalid {what} {text!r}")
     if isinstance(text, int | float):
         text = str(int(text)) if text == int(text) and 0 <= text <= MAX_COUNT else repr(text)
-    if not re.fullmatch(r"[0-9]{1,7}", text.strip()) or int(text) > MAX_COUNT:
+    digits = text.strip()  # (str.strip takes more as blank than int() does, \x1f for one)
+    if not re.fullmatch(r"[0-9]{1,7}", digits) or int(digits) > MAX_COUNT:
         raise QuantityError(
             f"invalid {what} {text!r}", hint=f"a whole number from 0 to {MAX_COUNT}"
         )
-    return int(text.strip())
+    return int(digits)
 
 
 def cores(millicores: int) -> float | int:
