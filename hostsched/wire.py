@@ -81,7 +81,8 @@ _PASSWORD_HINT = "set the password: in the URL, HOSTSCHED_REDIS_PASSWORD or redi
 class translated:  # (named as the function it was: ``with translated("what"):``)
     """Turn redis-py errors into StoreUnavailable (exit 5) with one clear line.
 
-    A class rather than a generator: it wraps every round trip, and this costs a quarter.
+    A class rather than a generator: it wraps every round trip, and costs 0.3 µs where a
+    ``@contextmanager`` generator cost 0.8–0.9 µs.
     """
 
     __slots__ = ("what",)
