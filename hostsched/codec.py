@@ -178,13 +178,13 @@ def summary_generation(raw: bytes) -> int | None:
     return None
 
 
+_NO_LABELS: Mapping[str, str] = MappingProxyType({})
+
+
 def _labels(data: object) -> Mapping[str, str]:
     if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
         raise BadValue("summary labels are not strings")
     return MappingProxyType(data) if data else _NO_LABELS
-
-
-_NO_LABELS: Mapping[str, str] = MappingProxyType({})
 
 
 def _summary(generation: int, collected_at: float, counts: Sequence[int], labels: bytes) -> Summary:
