@@ -92,10 +92,12 @@ class Scheduler:
     #: trip of a reservation: placements faster than that share one exchange. After a refusal
     #: it exchanges at once.
     EXCHANGE_EVERY = 0.002
-    #: An exchange that brings no news from other schedulers doubles the wait before the next,
-    #: up to this many times (64 ms): a scheduler working alone seldom pays for the exchange,
-    #: and news from another one brings the wait back to EXCHANGE_EVERY.
-    QUIET_DOUBLINGS = 5
+    #: The wait doubles, up to this many times (64 ms), while exchanges bring no news or more
+    #: than NEWS_PER_PLACEMENT summaries per placement made since the last (see
+    #: _pace_exchanges): a lone scheduler seldom pays for exchanges, busy ones not for each
+    #: other's every change.
+    EXCHANGE_DOUBLINGS = 5
+    NEWS_PER_PLACEMENT = 1
     #: A one-shot scheduler reads this many of the least and of the most loaded hosts (plus two
     #: per placement).
     ENDS = 32
@@ -120,7 +122,8 @@ class Scheduler:
         self._cursor: str | None = None
         self._cursor_dirty = False
         self._last_exchange = float("-inf")
-        self._quiet_exchanges = 0  # in a row, up to QUIET_DOUBLINGS
+        self._exchange_doublings = 0  # up to EXCHANGE_DOUBLINGS, see _pace_exchanges
+        self._placed_at_exchange = 0
         # Hosts to read in the same round trip as the host set; grows with what is stored.
         self._expected: list[str] = [*expected, *(h.name for h in config.hosts)]
 
@@ -258,23 +261,39 @@ class Scheduler:
             host: self.store.queue_wait(trip, host, replicas, self.config.redis.timeout / 2)
             for host in replies
         } if replicas else {}  # fmt: skip
-        wait = self.EXCHANGE_EVERY * (1 << self._quiet_exchanges)
+        wait = self.EXCHANGE_EVERY * (1 << self._exchange_doublings)
         exchange = attempt.refused or time.monotonic() - self._last_exchange >= wait
         changes = self._queue_view_update(trip) if exchange else None
         trip.run()
-        if changes is not None:
-            news = changes.get()
-            self._apply_changes(news)
-            quiet = not news.entries and not attempt.refused
-            self._quiet_exchanges = (
-                min(self._quiet_exchanges + 1, self.QUIET_DOUBLINGS) if quiet else 0
-            )
         for host, reply in replies.items():
             acked = waits[host].get() >= replicas if host in waits else None
             self._apply_outcome(attempt, reply.get(), acked)
+        if changes is not None:
+            news = changes.get()
+            self._apply_changes(news)
+            self._pace_exchanges(len(news.entries), attempt.refused)
         attempt.pending = [rid for rid in attempt.pending if rid not in attempt.done]
         if attempt.strategy == "round_robin" and chosen:
             self._cursor, self._cursor_dirty = chosen[-1][1], True
+
+    def _pace_exchanges(self, news: int, refused: bool) -> None:
+        """Set the wait before the next exchange from what this one brought.
+
+        A refusal says the view was wrong: the wait goes back to EXCHANGE_EVERY. Otherwise it
+        doubles while exchanges bring no news, or more summaries than this scheduler placed
+        since the last one, and halves when they bring at most half as many: news costs its
+        readers CPU, and each scheduler reads every other one's.
+        """
+        placed = self.stats.placements - self._placed_at_exchange
+        self._placed_at_exchange = self.stats.placements
+        doublings = self._exchange_doublings
+        if refused:
+            doublings = 0
+        elif not news or news > placed * self.NEWS_PER_PLACEMENT:
+            doublings = min(doublings + 1, self.EXCHANGE_DOUBLINGS)
+        elif 2 * news <= placed * self.NEWS_PER_PLACEMENT:
+            doublings = max(doublings - 1, 0)
+        self._exchange_doublings = doublings
 
     def _apply_outcome(
         self, attempt: _Attempt, outcome: ReserveOutcome, replicated: bool | None
@@ -311,6 +330,7 @@ class Scheduler:
     def _insufficient(self, attempt: _Attempt) -> HostschedError:
         """NoHostsError if no host could take anything, else InsufficientResources."""
         request = attempt.request
+        self.view.catch_up()
         now = self.view.now()
         stale_after = self.config.host_stale_after
         known = set(self.view.hosts) | set(self._expected)
@@ -379,6 +399,7 @@ class Scheduler:
             self.view.clear()
             read_changes = changes.get()
             self._apply_changes(read_changes)
+            self.view.catch_up()  # every host in the order at once
             self.view.synced = True
             self.view.last_full_read = time.monotonic()
             self._cursor = cursor.get()
@@ -403,7 +424,7 @@ class Scheduler:
             return  # the view's keys are not ours: hints are ignored, the truth is read
         self.view.sequence = changes.sequence
         for host, body in changes.entries:
-            self.view.apply_body(host, body)
+            self.view.offer(host, body)
 
     def refresh(self) -> None:
         """Bring the view to the stored truth: every known host's own keys, read only.

@@ -7,7 +7,9 @@ other schedulers; that costs at most a refused reservation and a retry, because 
 script re-checks fit against the host's own keys.
 
 For the scored strategies the view keeps hosts sorted by a score of the host alone, so the few
-best candidates are found without looking at every host.
+best candidates are found without looking at every host. Other schedulers' summaries are kept
+as they came and decoded when their host is about to be chosen (and a few more per choice), so
+a host that changes many times between two choices costs one decoding.
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ from hostsched.strategies import REQUEST_FREE_SCORES, SCORES, Candidate, Context
 #: Candidates handed to a strategy beyond the placements of a batch: the best few, for a
 #: strategy whose view order is only near its own (best_fit's depends on the request).
 SPARE_CANDIDATES = 2
+#: Summaries offered by other schedulers that a choice applies first (newest first), besides
+#: those of the hosts it would choose, and the share of the rest it applies too: news that
+#: makes a host better than the view thinks is seen within a few placements.
+NEWS_PER_CHOICE = 2
+NEWS_SHARE_PER_CHOICE = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +130,7 @@ class FleetView:
         self._local_time = time.monotonic()
         self.last_full_read = float("-inf")
         self.problems = 0
+        self._news: dict[str, bytes] = {}  # published summaries not applied yet, by host
 
     # -- keeping current -------------------------------------------------------------------
 
@@ -157,12 +165,28 @@ class FleetView:
             return
         self.apply(name, summary)
 
+    def offer(self, name: str, body: bytes) -> None:
+        """Keep a host's published summary, to apply when it matters (see :meth:`window`).
+
+        Other schedulers' news is most of a busy scheduler's work if applied as it comes: a
+        host that changes again before it is looked at is then decoded once, not every time.
+        """
+        self._news[name] = body
+
+    def catch_up(self, most: int | None = None) -> None:
+        """Apply up to ``most`` of the summaries offered (all if None), newest first."""
+        news = self._news
+        for _ in range(len(news) if most is None else min(most, len(news))):
+            self.apply_body(*news.popitem())
+
     def clear(self) -> None:
         self.hosts.clear()
         self._orders.clear()
+        self._news.clear()
 
     def discard(self, name: str) -> None:
         """Forget a host (its data is gone or not ours) until a summary brings it back."""
+        self._news.pop(name, None)
         if self.hosts.pop(name, None) is not None:
             for order in self._orders.values():
                 order.remove(name)
@@ -192,24 +216,35 @@ class FleetView:
         """
         fresh_since = self.now() - stale_after
         if strategy not in SCORES:
+            self.catch_up()
             return [h.candidate for h in self.hosts.values() if _eligible(h, labels, fresh_since)]
+        news = self._news
+        self.catch_up(NEWS_PER_CHOICE + len(news) // NEWS_SHARE_PER_CHOICE)
         order = self._order(strategy)
         if count == 1 and strategy in REQUEST_FREE_SCORES:  # the best host is the answer
-            top = order.first()
+            while (top := order.first()) in news:
+                self.apply_body(top, news.pop(top))  # (it may sink)
             host = self.hosts[top] if top is not None else None
             if host and _eligible(host, labels, fresh_since) and host.candidate.has_room(request):
                 return [host.candidate]
         size = count + SPARE_CANDIDATES
-        found = []
-        names = order.best()
-        for name in names:
-            host = self.hosts[name]
-            if _eligible(host, labels, fresh_since) and host.candidate.has_room(request):
-                found.append(host.candidate)
-                if len(found) == size:
-                    break
-        names.close()  # puts back what was taken
-        return found
+        while True:
+            found, behind = [], []
+            names = order.best()
+            for name in names:
+                if name in news:
+                    behind.append(name)
+                    continue
+                host = self.hosts[name]
+                if _eligible(host, labels, fresh_since) and host.candidate.has_room(request):
+                    found.append(host.candidate)
+                    if len(found) == size:
+                        break
+            names.close()  # puts back what was taken
+            if not behind:
+                return found
+            for name in behind:  # walk again with what they published
+                self.apply_body(name, news.pop(name))
 
     def _order(self, strategy: str) -> _Order:
         order = self._orders.get(strategy)

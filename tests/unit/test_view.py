@@ -21,7 +21,7 @@ from hostsched.codec import (
 )
 from hostsched.model import Resources
 from hostsched.strategies import REQUEST_FREE_SCORES, SCORES, Candidate, Context, plan, rank
-from hostsched.view import SPARE_CANDIDATES, FleetView
+from hostsched.view import NEWS_PER_CHOICE, NEWS_SHARE_PER_CHOICE, SPARE_CANDIDATES, FleetView
 
 G = 1 << 30
 
@@ -110,21 +110,32 @@ def test_window_is_the_best_few_that_fit_and_match() -> None:
 @settings(max_examples=200, deadline=None)
 @given(
     st.lists(st.tuples(st.integers(0, 8000), st.sampled_from("ab"), st.booleans()), max_size=8),
-    st.lists(st.tuples(st.integers(0, 7), st.integers(0, 8000)), max_size=20),
+    st.lists(st.tuples(st.integers(0, 7), st.integers(0, 8000), st.booleans()), max_size=20),
     st.sampled_from(sorted(REQUEST_FREE_SCORES)),
     st.integers(1, 3000),
 )
 def test_one_placement_by_an_exact_order_gets_the_best_eligible_host(
-    hosts: list[tuple[int, str, bool]], updates: list[tuple[int, int]], strategy: str, cpu: int
+    hosts: list[tuple[int, str, bool]],
+    updates: list[tuple[int, int, bool]],
+    strategy: str,
+    cpu: int,
 ) -> None:
-    """The shortcut for one placement picks a host the strategy itself ranks first."""
+    """The shortcut for one placement picks a host the strategy itself ranks first, by the
+    newest summary offered for it: news not applied yet is applied to the host chosen."""
     fleet = view(**{f"h{i}": summary(used, zone=zone, at=1000.0 if fresh else 900.0)
                     for i, (used, zone, fresh) in enumerate(hosts)})  # fmt: skip
-    for gen, (i, used) in enumerate(updates, start=2):
+    newest = {name: host.candidate for name, host in fleet.hosts.items()}
+    for gen, (i, used, offered) in enumerate(updates, start=2):
         if f"h{i}" in fleet.hosts:
-            fleet.apply(f"h{i}", summary(used, zone=fleet.hosts[f"h{i}"].labels["zone"], gen=gen))
+            news = summary(used, zone=fleet.hosts[f"h{i}"].labels["zone"], gen=gen)
+            newest[f"h{i}"] = replace(newest[f"h{i}"], load=Resources(used))
+            if offered:
+                fleet.offer(f"h{i}", encode_summary(news).encode())
+            else:
+                fleet.apply(f"h{i}", news)
     request = Resources(cpu)
     found = fleet.window(strategy, request, labels={"zone": "a"}, stale_after=60, count=1)
+    assert all(c == newest[c.name] for c in found)
     eligible = [h for h in fleet.hosts.values() if fleet.eligible(h, {"zone": "a"}, 60)]
     fitting = [h.candidate for h in eligible if h.candidate.has_room(request)]
     if not fitting:
@@ -147,6 +158,68 @@ def test_window_follows_updates_and_ignores_older_generations() -> None:
         fleet.apply("a", summary(gen % 7 * 1000, gen=gen))
     order = fleet._orders["least_loaded"]
     assert len(order._heap) <= 2 * len(fleet.hosts) + 64 + 1
+
+
+def body(cpu_used: int, *, gen: int, zone: str = "a") -> bytes:
+    return encode_summary(summary(cpu_used, gen=gen, zone=zone)).encode()
+
+
+def test_news_is_decoded_when_its_host_would_be_chosen() -> None:
+    fleet = view(a=summary(1000), b=summary(2000), c=summary(3000))
+    fleet.offer("a", body(5000, gen=2))  # a filled up: b is now the best
+    fleet.offer("c", body(0, gen=2))  # c emptied: seen by the catch-up
+    assert fleet.hosts["a"].candidate.load.cpu == 1000  # not decoded when offered
+    assert window(fleet)[0] == "c"
+    assert fleet.hosts["a"].candidate.load.cpu == 5000
+    fleet.offer("c", body(7500, gen=3))  # c has no room left for 1000: the walk drops it
+    assert window(fleet, count=2) == ["b", "a"]
+
+
+@pytest.mark.parametrize(("count", "expected"), [(1, ["h02"]), (2, ["h02", "h03", "h04", "h05"])])
+def test_the_hosts_chosen_are_decoded_first_whatever_else_is_pending(
+    count: int, expected: list[str]
+) -> None:
+    fleet = view(**{f"h{i:02d}": summary(1000 + 10 * i) for i in range(40)})
+    fleet.offer("h00", body(7900, gen=2))  # the best host filled up (and h01 for count=2)
+    fleet.offer("h01", body(7900, gen=2))
+    for i in range(2, 40):
+        fleet.offer(f"h{i:02d}", body(1000 + 10 * i, gen=2))  # the catch-up takes these first
+    assert window(fleet, count=count) == expected  # (count + SPARE_CANDIDATES for a batch)
+
+
+def test_news_of_a_host_gone_better_is_seen_within_a_few_choices() -> None:
+    """Offered news that does not concern the best hosts is applied a few per choice (the
+    newest first), so even the oldest of many is seen within a handful of choices."""
+    fleet = view(**{f"h{i:02d}": summary(1000 + 10 * i) for i in range(40)})
+    fleet.offer("h39", body(0, gen=2))  # the oldest news: the last to be caught up
+    for i in range(1, 39):
+        fleet.offer(f"h{i:02d}", body(1000 + 10 * i, gen=2))  # no change in the order
+    pending, choices = 39, 0
+    while pending:
+        pending -= min(pending, NEWS_PER_CHOICE + pending // NEWS_SHARE_PER_CHOICE)
+        choices += 1
+    seen = [window(fleet)[0] for _ in range(choices)]
+    assert seen == ["h00"] * (choices - 1) + ["h39"] and choices <= 12
+
+
+def test_every_strategy_sees_the_news_of_what_it_returns() -> None:
+    for strategy in ("best_fit", "random", "round_robin", "consistent_hash", "least_cpu"):
+        fleet = view(a=summary(1000), b=summary(2000))
+        fleet.offer("a", body(6000, gen=2))
+        fleet.offer("b", body(7500, gen=2))
+        found = fleet.window(strategy, Resources(1000), labels={}, stale_after=60, count=2)
+        assert found and all(c.load.cpu == {"a": 6000, "b": 7500}[c.name] for c in found)
+
+
+def test_news_of_a_discarded_or_cleared_host_is_dropped() -> None:
+    fleet = view(a=summary(1000), b=summary(2000))
+    fleet.offer("a", body(0, gen=2))
+    fleet.discard("a")
+    assert window(fleet) == ["b"]
+    fleet.offer("b", body(0, gen=3))
+    fleet.clear()
+    fleet.catch_up()
+    assert fleet.hosts == {}
 
 
 def test_a_published_summary_with_endless_numbers_is_a_bad_value_not_a_crash() -> None:
