@@ -269,9 +269,7 @@ class Scheduler:
             acked = waits[host].get() >= replicas if host in waits else None
             self._apply_outcome(attempt, reply.get(), acked)
         if changes is not None:
-            news = changes.get()
-            self._apply_changes(news)
-            self._pace_exchanges(len(news.entries), attempt.refused)
+            self._pace_exchanges(self._apply_changes(changes.get()), attempt.refused)
         attempt.pending = [rid for rid in attempt.pending if rid not in attempt.done]
         if attempt.strategy == "round_robin" and chosen:
             self._cursor, self._cursor_dirty = chosen[-1][1], True
@@ -418,13 +416,13 @@ class Scheduler:
         read = f"since:{self.view.sequence}" if self.long_lived else "-"
         return self.store.queue_view(trip, read=read, publish=publish)
 
-    def _apply_changes(self, changes: Changes) -> None:
+    def _apply_changes(self, changes: Changes) -> int:
+        """Take what the fleet view reported; how many summaries were news to the view."""
         self.view.clock(changes.now)
         if changes.sequence < 0:
-            return  # the view's keys are not ours: hints are ignored, the truth is read
+            return 0  # the view's keys are not ours: hints are ignored, the truth is read
         self.view.sequence = changes.sequence
-        for host, body in changes.entries:
-            self.view.offer(host, body)
+        return sum(self.view.offer(host, body) for host, body in changes.entries)
 
     def refresh(self) -> None:
         """Bring the view to the stored truth: every known host's own keys, read only.

@@ -165,13 +165,18 @@ class FleetView:
             return
         self.apply(name, summary)
 
-    def offer(self, name: str, body: bytes) -> None:
-        """Keep a host's published summary, to apply when it matters (see :meth:`window`).
+    def offer(self, name: str, body: bytes) -> bool:
+        """Keep a host's published summary, to apply when it matters (see :meth:`window`);
+        whether it is news (not older than the view's, which is then the scheduler's own).
 
         Other schedulers' news is most of a busy scheduler's work if applied as it comes: a
         host that changes again before it is looked at is then decoded once, not every time.
         """
+        known, generation = self.hosts.get(name), summary_generation(body)
+        if known is not None and generation is not None and generation <= known.generation:
+            return False
         self._news[name] = body
+        return True
 
     def catch_up(self, most: int | None = None) -> None:
         """Apply up to ``most`` of the summaries offered (all if None), newest first."""

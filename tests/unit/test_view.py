@@ -211,6 +211,15 @@ def test_every_strategy_sees_the_news_of_what_it_returns() -> None:
         assert found and all(c.load.cpu == {"a": 6000, "b": 7500}[c.name] for c in found)
 
 
+def test_only_summaries_newer_than_the_views_are_news() -> None:
+    fleet = view(a=summary(1000, gen=5))
+    assert not fleet.offer("a", body(2000, gen=5))  # known already (the scheduler's own)
+    assert fleet.offer("a", body(3000, gen=6)) and fleet.offer("b", body(0, gen=1))
+    assert fleet.offer("a", b"not ours")  # (counted as a problem when decoded)
+    fleet.catch_up()
+    assert fleet.hosts["a"].candidate.load.cpu == 1000 and fleet.problems == 1
+
+
 def test_news_of_a_discarded_or_cleared_host_is_dropped() -> None:
     fleet = view(a=summary(1000), b=summary(2000))
     fleet.offer("a", body(0, gen=2))
