@@ -223,6 +223,9 @@ class Scheduler:
             stale_after=self.config.host_stale_after,
             count=len(rest),
         )
+        if len(rest) == 1 and len(candidates) == 1:  # (the common case) nothing to weigh
+            only = candidates[0]
+            return [*chosen, (rest[0], only.name)] if only.has_room(amount) else None
         weights = self.config.weights
         ctx = Context(
             request=amount,
