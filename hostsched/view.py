@@ -18,7 +18,7 @@ import random
 import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
-from heapq import heapify, heappop, heappush
+from heapq import heapify, heappop, heappush, heapreplace
 from typing import Any
 
 from hostsched.codec import BadValue, Summary, decode_summary, summary_generation
@@ -67,8 +67,9 @@ def _order_key(strategy: str, weights: tuple[float, float, float]) -> OrderKey:
 class _Order:
     """Host names by a key, best first, as a heap with lazy deletion.
 
-    A host's update pushes a new entry and leaves the old one to be skipped when it surfaces,
-    so an update costs O(log n) and taking the best few O(few · log n), whatever the fleet.
+    A host's update pushes a new entry and leaves the old one to be skipped when it surfaces
+    (or, for the host on top, the one just chosen, replaces its entry in one sift), so an update
+    costs O(log n) and taking the best few O(few · log n), whatever the fleet.
     """
 
     def __init__(self, key: OrderKey, salt: Callable[[str], float]) -> None:
@@ -80,8 +81,12 @@ class _Order:
     def update(self, host: ViewHost) -> None:
         entry = (self._key(host.candidate), self._salt(host.name), host.name)
         self._entry[host.name] = entry
-        heappush(self._heap, entry)
-        if len(self._heap) > 2 * len(self._entry) + 64:  # mostly stale: rebuild
+        heap = self._heap
+        if heap and heap[0][2] == host.name:  # (the host just chosen) its entry is replaced
+            heapreplace(heap, entry)
+            return
+        heappush(heap, entry)
+        if len(heap) > 2 * len(self._entry) + 64:  # mostly stale: rebuild
             self._heap = list(self._entry.values())
             heapify(self._heap)
 
