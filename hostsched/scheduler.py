@@ -97,6 +97,7 @@ class Scheduler:
     #: _pace_exchanges): a lone scheduler seldom pays for exchanges, busy ones not for each
     #: other's every change.
     EXCHANGE_DOUBLINGS = 5
+    #: Summaries of news per own placement that an exchange is worth (see _pace_exchanges).
     NEWS_PER_PLACEMENT = 1
     #: A one-shot scheduler reads this many of the least and of the most loaded hosts (plus two
     #: per placement).

@@ -222,7 +222,7 @@ class FleetView:
         has room (the common case, without walking the order). Otherwise, for a scored
         strategy: the best ``count + SPARE_CANDIDATES`` eligible hosts with room, walked from
         the sorted order (for best_fit the fullest hosts, which it re-scores exactly). For the
-        others: every eligible host.
+        others: every eligible host. A host is returned as its newest summary offered says.
         """
         fresh_since = self.now() - stale_after
         if strategy not in SCORES:
