@@ -23,7 +23,8 @@ def test_the_wait_grows_while_news_is_none_or_costs_more_than_it_informs() -> No
         every * 2**k for k in [*range(1, most + 1), most, most]
     ]
     assert paced(scheduler, 1, 0, refused=True) == every  # the view was wrong
-    assert paced(scheduler, 2, 20) == 2 * every  # 10 summaries per placement: too many
-    assert paced(scheduler, 2, 2) == 2 * every  # one per placement: kept
-    assert paced(scheduler, 4, 2) == every  # half a summary per placement: sooner
-    assert paced(scheduler, 4, 2) == every  # (not below EXCHANGE_EVERY)
+    worth = int(8 * scheduler.NEWS_PER_PLACEMENT)  # news that 8 placements are worth
+    assert paced(scheduler, 8, 3 * worth) == 2 * every  # too much news: wait longer
+    assert paced(scheduler, 8, worth) == 2 * every  # as much as it is worth: kept
+    assert paced(scheduler, 8, worth // 2) == every  # half of it: sooner
+    assert paced(scheduler, 8, worth // 2) == every  # (not below EXCHANGE_EVERY)
