@@ -228,25 +228,36 @@ class FleetView:
         if strategy not in SCORES:
             self.catch_up()
             return [h.candidate for h in self.hosts.values() if _eligible(h, labels, fresh_since)]
-        news = self._news
-        self.catch_up(NEWS_PER_CHOICE + len(news) // NEWS_SHARE_PER_CHOICE)
+        self.catch_up(NEWS_PER_CHOICE + len(self._news) // NEWS_SHARE_PER_CHOICE)
         order = self._order(strategy)
+
+        def fits(host: ViewHost) -> bool:
+            return _eligible(host, labels, fresh_since) and host.candidate.has_room(request)
+
         if count == 1 and strategy in REQUEST_FREE_SCORES:  # the best host is the answer
-            while (top := order.first()) in news:
-                self.apply_body(top, news.pop(top))  # (it may sink)
-            host = self.hosts[top] if top is not None else None
-            if host and _eligible(host, labels, fresh_since) and host.candidate.has_room(request):
-                return [host.candidate]
-        size = count + SPARE_CANDIDATES
+            best = self._best(order)
+            if best is not None and fits(best):
+                return [best.candidate]
+        return self._walk(order, count + SPARE_CANDIDATES, fits)
+
+    def _best(self, order: _Order) -> ViewHost | None:
+        """The host on top of ``order``, as its newest news says (which may sink it)."""
+        news = self._news
+        while (top := order.first()) in news:
+            self.apply_body(top, news.pop(top))
+        return None if top is None else self.hosts[top]
+
+    def _walk(self, order: _Order, size: int, fits: Callable[[ViewHost], bool]) -> list[Candidate]:
+        """The first ``size`` hosts of ``order`` that ``fits``, each as its newest news says."""
+        news = self._news
         while True:
-            found, behind = [], []
+            found: list[Candidate] = []
+            behind: list[str] = []
             names = order.best()
             for name in names:
                 if name in news:
                     behind.append(name)
-                    continue
-                host = self.hosts[name]
-                if _eligible(host, labels, fresh_since) and host.candidate.has_room(request):
+                elif fits(host := self.hosts[name]):
                     found.append(host.candidate)
                     if len(found) == size:
                         break
