@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
@@ -251,3 +252,31 @@ def test_scripts_reload_after_script_flush(store: Store) -> None:
     put_host(store)
     store.client.script_flush()
     assert reserve(store, ("a", Resources(1))).status == "ok"
+
+
+def in_forked_child(work: Callable[[], bool]) -> bool:
+    """Whether ``work`` returned True in a forked child of this process."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, and leave without running the parent's cleanup
+        try:
+            os.write(write, b"1" if work() else b"0")
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    answer = os.read(read, 1)
+    os.close(read)
+    return answer == b"1"
+
+
+def test_a_forked_child_talks_on_a_connection_of_its_own(store: Store) -> None:
+    store.ping()  # the parent's connection is open
+
+    def child() -> bool:
+        store.ping()
+        return bool(store._channel._connections[None].pid == os.getpid())
+
+    assert in_forked_child(child)
+    assert store.ping() > 0  # and the parent's is still its own
+
