@@ -48,7 +48,7 @@ Command = tuple[object, ...]
 class _Process:
     """This process's id, kept current across forks: a connection opened before a fork must
     not be used by the child, and asking the kernel on every round trip (getpid is a system
-    call) cost 4 % of a placement's client time in a profile of bench."""
+    call) cost 4 % of a placement's client time in a profile of a scheduler's loop."""
 
     pid = os.getpid()
 

@@ -38,7 +38,7 @@ def reservation_ids(ids: Sequence[str], count: int) -> list[str]:
         raise UsageError(f"--count must be from 1 to {MAX_COUNT}, not {count}")
     if not ids:  # valid by construction; drawn again if two of them repeat (48 random bits)
         # (random is seeded from the system's entropy, and again in a forked child: a system
-        # call per id cost 6 % of a placement's client time in a profile of bench)
+        # call per id cost 6 % of a placement's client time in a profile of a scheduler)
         generated = [f"hs-{random.getrandbits(48):012x}" for _ in range(count)]
         if count == 1 or len(set(generated)) == count:
             return generated

@@ -284,9 +284,9 @@ class Scheduler:
         """Set the wait before the next exchange from what this one brought.
 
         A refusal says the view was wrong: the wait goes back to EXCHANGE_EVERY. Otherwise it
-        doubles while exchanges bring no news, or more summaries than this scheduler placed
-        since the last one, and halves when they bring at most half as many: news costs its
-        readers CPU, and each scheduler reads every other one's.
+        doubles while exchanges bring no news, or more than NEWS_PER_PLACEMENT summaries per
+        placement this scheduler made since the last one, and halves when they bring at most
+        half that: news costs its readers CPU, and each scheduler reads every other one's.
         """
         placed = self.stats.placements - self._placed_at_exchange
         self._placed_at_exchange = self.stats.placements
