@@ -27,7 +27,7 @@ from hostsched.lxd import (
     translated,
 )
 from hostsched.lxdconfig import LiveHost
-from hostsched.yamlnodes import MAX_SECRET_BYTES, read_limited
+from hostsched.yamlnodes import read_secret
 
 
 @dataclass(frozen=True)
@@ -139,12 +139,11 @@ def trust_password(name: str, live: LiveHost, env: Mapping[str, str]) -> str:
         return env[live.trust_password_env]
     if live.trust_password_file is not None:
         try:
-            data = read_limited(live.trust_password_file, MAX_SECRET_BYTES)
-            return data.decode("utf-8").rstrip("\r\n")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            return read_secret(live.trust_password_file)
+        except OSError as exc:
             raise UsageError(
-                f"{name}: cannot read trust_password_file {live.trust_password_file}: {reason}"
+                f"{name}: cannot read trust_password_file {live.trust_password_file}: "
+                f"{exc.strerror}"
             ) from None
     where = f"${live.trust_password_env} is not set" if live.trust_password_env else "none is set"
     raise UsageError(

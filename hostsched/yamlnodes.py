@@ -141,10 +141,9 @@ class NodeReader:
         """The contents of the file named at ``node``, without its trailing newline."""
         file = base_dir / self.user_path(node, key)
         try:
-            return read_limited(file, MAX_SECRET_BYTES).decode("utf-8").rstrip("\r\n")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-            self.fail(node, key, f"cannot read {str(file)!r}: {reason}")
+            return read_secret(file)
+        except OSError as exc:
+            self.fail(node, key, f"cannot read {str(file)!r}: {exc.strerror}")
 
 
 def read_limited(path: Path, limit: int) -> bytes:
@@ -158,6 +157,16 @@ def read_limited(path: Path, limit: int) -> bytes:
     if len(data) > limit:
         raise OSError(errno.EFBIG, f"too large (more than {format_bytes(limit)})", str(path))
     return data
+
+
+def read_secret(path: Path) -> str:
+    """A password file's text without its trailing newline (at most MAX_SECRET_BYTES); an
+    OSError whose strerror says why if it cannot be read or is not UTF-8 text."""
+    data = read_limited(path, MAX_SECRET_BYTES)
+    try:
+        return data.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise OSError(errno.EILSEQ, "not UTF-8 text", str(path)) from None
 
 
 def expand_user(text: str) -> Path:

@@ -292,10 +292,12 @@ def test_a_password_file_of_the_size_limit(tmp_path: Path) -> None:
     assert config.redis.password == "p" * (MAX_SECRET_BYTES - 1)
 
 
-@pytest.mark.parametrize("kind", ["too-large", "directory", "in-a-file"])
+@pytest.mark.parametrize("kind", ["too-large", "directory", "in-a-file", "latin-1"])
 def test_unusable_password_files_name_the_setting_and_the_file(tmp_path: Path, kind: str) -> None:
     if kind == "too-large":
         (tmp_path / "pw").write_bytes(b"p" * (MAX_SECRET_BYTES + 1))
+    elif kind == "latin-1":
+        (tmp_path / "pw").write_bytes("mot de passe: été".encode("latin-1"))
     elif kind == "directory":
         (tmp_path / "pw").mkdir()
     else:
@@ -304,6 +306,7 @@ def test_unusable_password_files_name_the_setting_and_the_file(tmp_path: Path, k
         "too-large": ("pw", "too large (more than 64.0 KiB)"),
         "directory": ("pw", "Is a directory"),
         "in-a-file": ("file/pw", "Not a directory"),
+        "latin-1": ("pw", "not UTF-8 text"),
     }[kind]
     with pytest.raises(ConfigError) as info:
         load_text(tmp_path, f"redis:\n  password_file: {name}\n")
