@@ -135,7 +135,8 @@ class FleetView:
         self._local_time = time.monotonic()
         self.last_full_read = float("-inf")
         self.problems = 0
-        self._news: dict[str, bytes] = {}  # published summaries not applied yet, by host
+        # Published summaries not applied yet, by host, with their generations.
+        self._news: dict[str, tuple[int | None, bytes]] = {}
 
     # -- keeping current -------------------------------------------------------------------
 
@@ -149,8 +150,7 @@ class FleetView:
 
     def apply(self, name: str, summary: Summary) -> None:
         """Take a host's summary unless the view already has a newer one."""
-        known = self.hosts.get(name)
-        if known is not None and known.generation >= summary.generation:
+        if not self._is_news(name, summary.generation):
             return
         host = view_host(name, summary)
         self.hosts[name] = host
@@ -159,9 +159,37 @@ class FleetView:
 
     def apply_body(self, name: str, body: bytes) -> None:
         """Take a summary as published, decoding it only if it is newer than the view's."""
-        known = self.hosts.get(name)
+        self._take(name, summary_generation(body), body)
+
+    def offer(self, name: str, body: bytes) -> bool:
+        """Keep a host's published summary, to apply when it matters (see :meth:`window`);
+        whether it is news: newer than the view's summary of the host.
+
+        Other schedulers' news is most of a busy scheduler's work if applied as it comes: a
+        host that changes again before it is looked at is then decoded once, not every time.
+        """
         generation = summary_generation(body)
-        if known is not None and generation is not None and known.generation >= generation:
+        if not self._is_news(name, generation):
+            return False
+        self._news[name] = (generation, body)
+        return True
+
+    def catch_up(self, most: int | None = None) -> None:
+        """Apply up to ``most`` of the summaries offered (all if None), newest first."""
+        news = self._news
+        for _ in range(len(news) if most is None else min(most, len(news))):
+            name, (generation, body) = news.popitem()
+            self._take(name, generation, body)
+
+    def _is_news(self, name: str, generation: int | None) -> bool:
+        """Whether a summary of ``generation`` (None: known only once decoded) is newer than
+        the view's summary of ``name``."""
+        known = self.hosts.get(name)
+        return known is None or generation is None or generation > known.generation
+
+    def _take(self, name: str, generation: int | None, body: bytes) -> None:
+        """Decode and apply a published summary of ``generation`` if it is news."""
+        if not self._is_news(name, generation):
             return
         try:
             summary = decode_summary(body)
@@ -169,25 +197,6 @@ class FleetView:
             self.problems += 1  # not ours: ignored, as the view is a hint
             return
         self.apply(name, summary)
-
-    def offer(self, name: str, body: bytes) -> bool:
-        """Keep a host's published summary, to apply when it matters (see :meth:`window`);
-        whether it is news (not older than the view's, which is then the scheduler's own).
-
-        Other schedulers' news is most of a busy scheduler's work if applied as it comes: a
-        host that changes again before it is looked at is then decoded once, not every time.
-        """
-        known, generation = self.hosts.get(name), summary_generation(body)
-        if known is not None and generation is not None and generation <= known.generation:
-            return False
-        self._news[name] = body
-        return True
-
-    def catch_up(self, most: int | None = None) -> None:
-        """Apply up to ``most`` of the summaries offered (all if None), newest first."""
-        news = self._news
-        for _ in range(len(news) if most is None else min(most, len(news))):
-            self.apply_body(*news.popitem())
 
     def clear(self) -> None:
         self.hosts.clear()
@@ -244,7 +253,7 @@ class FleetView:
         """The host on top of ``order``, as its newest news says (which may sink it)."""
         news = self._news
         while (top := order.first()) in news:
-            self.apply_body(top, news.pop(top))
+            self._take(top, *news.pop(top))
         return None if top is None else self.hosts[top]
 
     def _walk(self, order: _Order, size: int, fits: Callable[[ViewHost], bool]) -> list[Candidate]:
@@ -265,7 +274,7 @@ class FleetView:
             if not behind:
                 return found
             for name in behind:  # walk again with what they published
-                self.apply_body(name, news.pop(name))
+                self._take(name, *news.pop(name))
 
     def _order(self, strategy: str) -> _Order:
         order = self._orders.get(strategy)
