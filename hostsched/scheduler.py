@@ -120,7 +120,8 @@ class Scheduler:
         self.long_lived = long_lived
         self.stats = SchedulerStats()
         weights = config.weights
-        self.view = FleetView(weights=(weights.cpu, weights.memory, weights.disk), rng=self.rng)
+        self._weights = (weights.cpu, weights.memory, weights.disk)
+        self.view = FleetView(weights=self._weights, rng=self.rng)
         self._unpublished: dict[str, Published] = {}
         self._cursor: str | None = None
         self._cursor_dirty = False
@@ -226,16 +227,7 @@ class Scheduler:
             stale_after=self.config.host_stale_after,
             count=len(rest),
         )
-        if len(rest) == 1 and len(candidates) == 1:  # (the common case) nothing to weigh
-            only = candidates[0]
-            return [*chosen, (rest[0], only.name)] if only.has_room(amount) else None
-        weights = self.config.weights
-        ctx = Context(
-            request=amount,
-            weights=(weights.cpu, weights.memory, weights.disk),
-            cursor=self._cursor,
-            rng=self.rng,
-        )
+        ctx = Context(request=amount, weights=self._weights, cursor=self._cursor, rng=self.rng)
         planned = plan(attempt.strategy, candidates, rest, ctx)
         return None if planned is None else chosen + planned
 

@@ -159,6 +159,8 @@ def plan(
     each id (round robin moves its cursor, consistent hashing depends on the id).
     """
     request = ctx.request
+    if len(ids) == 1 and len(hosts) == 1:  # (the fleet view's usual answer) nothing to weigh
+        return [(ids[0], hosts[0].name)] if hosts[0].has_room(request) else None
     if strategy in SCORES and len(ids) == 1:  # the common case, without building a heap
         score = SCORES[strategy]
         fitting = [(score(h, ctx), ctx.rng.random(), h.name) for h in hosts if h.has_room(request)]
