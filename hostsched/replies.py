@@ -127,10 +127,6 @@ class Changes:
     entries: tuple[tuple[str, bytes], ...]
 
 
-def first_line(exc: Exception) -> str:
-    return (str(exc).splitlines() or [type(exc).__name__])[0]
-
-
 def published_reply(host: str, state: list[Any] | bytes) -> Published | None:
     """A script's summary of ``host``; None for "" (no valid actual resources)."""
     if not state:

@@ -35,7 +35,6 @@ from hostsched.replies import (
     WriteOutcome,
     as_mapping,
     changes_reply,
-    first_line,
     kept,
     published_or_none,
     published_reply,
@@ -45,6 +44,7 @@ from hostsched.replies import (
 from hostsched.wire import (
     Pending,
     Trip,
+    first_line,
     redact,
     script,
     text,

@@ -73,6 +73,11 @@ def redact(url: str) -> str:
     return urlunsplit(parts)
 
 
+def first_line(exc: BaseException) -> str:
+    """An error's message, its first line only (its class name if it has none)."""
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
 #: How Redis says a command was refused to the user, directly or inside a script.
 _REFUSED = ("NOPERM", "no permissions", "can't run this command")
 _PASSWORD_HINT = "set the password: in the URL, HOSTSCHED_REDIS_PASSWORD or redis.password_file"
@@ -98,7 +103,7 @@ class translated:  # (named as the function it was: ``with translated("what"):``
         if isinstance(exc, UnicodeError):  # a host name that IDNA cannot encode (empty, >63)
             raise StoreUnavailable(f"{what} failed: invalid host name in the URL ({exc})") from None
         if isinstance(exc, RedisError | RedisClusterException):
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            reason = first_line(exc)
             hint = "check the Redis URL and that the server is running"
             if isinstance(exc, AuthenticationError) or "authenticat" in reason.lower():
                 hint = _PASSWORD_HINT
