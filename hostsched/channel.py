@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from typing import Any, cast
 
@@ -60,29 +60,18 @@ class _Process:
 os.register_at_fork(after_in_child=_Process.forked)
 
 
+#: (its stubs name the argument types it takes; any other is a TypeError at run time)
+_pack_command = cast(Callable[[tuple[object, ...]], bytes], hiredis.pack_command)
+
+
 def pack(commands: Sequence[tuple[object, ...]]) -> bytes:
     """Commands in the Redis protocol (RESP), ready to send in one write.
 
-    The same bytes as redis-py's packer for str, bytes, int and float arguments, faster: in a
-    profile of bench, redis-py's packer was the largest Python cost of a placement.
+    hiredis's packer, in C: the same bytes as redis-py's for str, bytes, int and float
+    arguments (anything else is a TypeError), and a third of the time of the Python loop it
+    replaced, the largest Python cost of a placement in a profile of bench.
     """
-    out = []
-    for command in commands:
-        out.append(b"*%d\r\n" % len(command))
-        for arg in command:
-            kind = type(arg)  # exact types first: this runs for every argument of every trip
-            if kind is str:
-                data = cast(str, arg).encode()
-            elif kind is int:
-                data = b"%d" % cast(int, arg)
-            elif kind is bytes:
-                data = cast(bytes, arg)
-            elif kind is float:
-                data = repr(arg).encode()
-            else:
-                raise TypeError(f"cannot send {kind.__name__} to Redis")
-            out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
+    return b"".join(map(_pack_command, commands))
 
 
 _MORE = object()  # what hiredis answers until a whole reply has arrived

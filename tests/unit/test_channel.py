@@ -33,6 +33,12 @@ def test_pack_writes_what_redis_py_writes(batch: list[tuple[str, list[object]]])
     assert pack([(name, *args) for name, args in batch]) == expected
 
 
+@pytest.mark.parametrize("value", [None, True, [1], {"a": 1}])
+def test_pack_refuses_what_it_cannot_send(value: object) -> None:
+    with pytest.raises(TypeError):
+        pack([("SET", "key", value)])
+
+
 def _encode(value: object) -> bytes:
     """redis-py's encoding of an argument (its Encoder, without a connection)."""
     from redis._parsers.encoders import Encoder
