@@ -1,4 +1,4 @@
--- The fleet view: publish host summaries (newest generation wins) and read what changed.
+-- The fleet view: read what changed, and publish host summaries (newest generation wins).
 --
 -- KEYS[1]  P:{fleet}:summary   hash: host -> summary JSON (starts with {"gen":N)
 -- KEYS[2]  P:{fleet}:changes   zset: host -> sequence number of its last published change
@@ -7,12 +7,14 @@
 --          or "ends:K" (the K least and the K most loaded hosts)
 -- ARGV[2..] triples to publish: host, utilisation, summary
 --
--- Returns {server time "sec.usec", sequence number now, hosts in the view, host, summary, ...},
--- without the summaries this call wrote (the caller has them). The sequence number is -1 if a
--- key is not ours: then nothing is written or read, as the view is only a hint; nobody depends
--- on it for correctness. Summaries of one host can arrive out of order from several
--- schedulers; the generation, bumped atomically with every change of the host, keeps an older
--- one from winning (generations start from the server's clock, so they only ever grow).
+-- Returns {server time "sec.usec", sequence number after publishing, hosts in the view, host,
+-- summary, ...}. The read comes first, so it never returns what this call wrote (the caller
+-- has it), nor costs for it. The sequence number is -1 if a key is not ours: then nothing is
+-- written or read, as the view is only a hint; nobody depends on it for correctness.
+-- Summaries of one host can arrive out of order from several schedulers; the generation,
+-- bumped atomically with every change of the host, keeps an older one from winning
+-- (generations start from the server's clock, so they only ever grow).
+-- Cost: a few commands per call, not per summary (a summary costs a zset update).
 
 local t = redis.call('TIME')
 local reply = {string.format('%d.%06d', tonumber(t[1]), tonumber(t[2])), -1, 0}
@@ -25,32 +27,26 @@ end
 local top = redis.call('ZREVRANGE', KEYS[2], 0, 0, 'WITHSCORES')
 local seq = tonumber(top[2] or 0)
 
-local mine = {}
-for i = 2, #ARGV, 3 do
-  local host, load, body = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local gen = tonumber(string.match(body, '^{"gen":(%d+)'))
-  if gen and tonumber(load) then
-    local current = redis.call('HGET', KEYS[1], host)
-    local known = current and tonumber(string.match(current, '^{"gen":(%d+)'))
-    if not known or gen > known then
-      seq = seq + 1
-      redis.call('HSET', KEYS[1], host, body)
-      redis.call('ZADD', KEYS[2], seq, host)
-      redis.call('ZADD', KEYS[3], load, host)
-      mine[host] = true
-    end
+-- Values of ``field`` (a list) in the hash, in chunks: unpack takes a few thousand at most.
+local function hmget(fields)
+  local values = {}
+  for first = 1, #fields, 1000 do
+    local chunk = redis.call('HMGET', KEYS[1], unpack(fields, first, math.min(first + 999, #fields)))
+    for _, value in ipairs(chunk) do values[#values + 1] = value end
   end
+  return values
 end
-reply[2] = seq
-reply[3] = redis.call('HLEN', KEYS[1])
+
+local function generation(body)
+  return body and tonumber(string.match(body, '^{"gen":(%d+)'))
+end
 
 local mode, n = string.match(ARGV[1], '^(%a+):?(%d*)$')
 n = tonumber(n)
 local hosts, bodies
 if mode == 'all' or (mode == 'since' and n and n > seq) then  -- (a view from before a reset)
   local all = redis.call('HGETALL', KEYS[1])
-  hosts, bodies = {}, {}
-  for i = 1, #all, 2 do hosts[#hosts + 1] = all[i]; bodies[#bodies + 1] = all[i + 1] end
+  for i = 1, #all do reply[#reply + 1] = all[i] end
 elseif mode == 'since' and n then
   hosts = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. n, '+inf')
 elseif mode == 'ends' and n and n > 0 then
@@ -60,21 +56,54 @@ elseif mode == 'ends' and n and n > 0 then
   for _, host in ipairs(redis.call('ZREVRANGE', KEYS[3], 0, n - 1)) do
     if not seen[host] then hosts[#hosts + 1] = host end
   end
-else
-  return reply
 end
-if #hosts == 0 then return reply end
-if not bodies then  -- in chunks: unpack takes a few thousand values at most
-  bodies = {}
-  for first = 1, #hosts, 1000 do
-    local chunk = redis.call('HMGET', KEYS[1], unpack(hosts, first, math.min(first + 999, #hosts)))
-    for _, body in ipairs(chunk) do bodies[#bodies + 1] = body end
+if hosts and #hosts > 0 then
+  bodies = hmget(hosts)
+  for i, host in ipairs(hosts) do
+    if bodies[i] then
+      reply[#reply + 1] = host
+      reply[#reply + 1] = bodies[i]
+    end
   end
 end
-for i, host in ipairs(hosts) do
-  if bodies[i] and not mine[host] then
-    reply[#reply + 1] = host
-    reply[#reply + 1] = bodies[i]
+
+-- Publish: each host's newest summary given, if newer than the stored one.
+local newest, order = {}, {}  -- host -> index in ARGV; hosts in the order given
+for i = 2, #ARGV - 2, 3 do
+  local host, gen = ARGV[i], generation(ARGV[i + 2])
+  if gen and tonumber(ARGV[i + 1]) then
+    local seen = newest[host]
+    if not seen then
+      order[#order + 1] = host
+      newest[host] = i
+    elseif gen > generation(ARGV[seen + 2]) then
+      newest[host] = i
+    end
   end
 end
+if #order > 0 then
+  local stored = hmget(order)
+  local summaries, changes, loads = {}, {}, {}
+  for k, host in ipairs(order) do
+    local i = newest[host]
+    local known = generation(stored[k])
+    if not known or generation(ARGV[i + 2]) > known then
+      seq = seq + 1
+      summaries[#summaries + 1] = host
+      summaries[#summaries + 1] = ARGV[i + 2]
+      changes[#changes + 1] = seq
+      changes[#changes + 1] = host
+      loads[#loads + 1] = ARGV[i + 1]
+      loads[#loads + 1] = host
+    end
+  end
+  for first = 1, #summaries, 1000 do  -- (pairs: chunks of 500 hosts)
+    local last = math.min(first + 999, #summaries)
+    redis.call('HSET', KEYS[1], unpack(summaries, first, last))
+    redis.call('ZADD', KEYS[2], unpack(changes, first, last))
+    redis.call('ZADD', KEYS[3], unpack(loads, first, last))
+  end
+end
+reply[2] = seq
+reply[3] = redis.call('HLEN', KEYS[1])
 return reply

@@ -239,6 +239,39 @@ def test_view_reads_changes_since_a_sequence_number_and_the_ends(store: Store) -
     assert since.get().hosts == 4
 
 
+def test_a_publish_reads_first_and_keeps_the_newest_of_each_host(store: Store) -> None:
+    for name in ("h0", "h1"):
+        put_host(store, name)
+    seen = publish(store, read="-").sequence  # type: ignore[attr-defined]
+    one = store.reserve({"h0": [("a", Resources(1000))]}, reservation_ttl=60, stale_after=60)
+    two = store.reserve({"h0": [("b", Resources(1000))]}, reservation_ttl=60, stale_after=60)
+    older, newer = one["h0"].published, two["h0"].published
+    assert older and newer
+    other = store.reserve({"h1": [("c", Resources(1000))]}, reservation_ttl=60, stale_after=60)
+    assert other["h1"].published
+    publish(store, other["h1"].published)  # another scheduler's news
+    changes = publish(store, newer, older, read=f"since:{seen}")  # the newest given wins
+    assert [h for h, _ in changes.entries] == ["h1"]  # type: ignore[attr-defined]
+    assert changes.sequence == seen + 2  # type: ignore[attr-defined]
+    stored = store.client.hget(store.keys.fleet_summary, "h0")
+    assert stored is not None and decode_summary(stored) == newer.summary
+    # The view is reset behind a scheduler's back, which last read sequence number 3: after
+    # another publish (1), its own three (2-4) reach past 3, yet it must read everything.
+    store.client.delete(store.keys.fleet_summary, store.keys.fleet_changes)
+    publish(store, other["h1"].published)
+    mine = [newer]
+    for name in ("h2", "h3"):
+        put_host(store, name)
+        store.client.delete(store.keys.fleet_summary, store.keys.fleet_changes)
+        publish(store, other["h1"].published)
+        done = store.reserve({name: [("d", Resources(1000))]}, reservation_ttl=60, stale_after=60)
+        assert done[name].published
+        mine.append(done[name].published)
+    changes = publish(store, *mine, read="since:3")
+    assert [h for h, _ in changes.entries] == ["h1"]  # type: ignore[attr-defined]
+    assert changes.sequence == 4  # type: ignore[attr-defined]
+
+
 def test_foreign_view_keys_are_ignored_and_left_alone(store: Store) -> None:
     put_host(store)
     store.client.delete(store.keys.fleet_changes)
