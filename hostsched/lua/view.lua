@@ -27,11 +27,11 @@ end
 local top = redis.call('ZREVRANGE', KEYS[2], 0, 0, 'WITHSCORES')
 local seq = tonumber(top[2] or 0)
 
--- Values of ``field`` (a list) in the hash, in chunks: unpack takes a few thousand at most.
-local function hmget(fields)
+-- The summaries of ``hosts`` (a list), in chunks: unpack takes a few thousand values at most.
+local function hmget(hosts)
   local values = {}
-  for first = 1, #fields, 1000 do
-    local chunk = redis.call('HMGET', KEYS[1], unpack(fields, first, math.min(first + 999, #fields)))
+  for first = 1, #hosts, 1000 do
+    local chunk = redis.call('HMGET', KEYS[1], unpack(hosts, first, math.min(first + 999, #hosts)))
     for _, value in ipairs(chunk) do values[#values + 1] = value end
   end
   return values

@@ -255,18 +255,16 @@ def test_a_publish_reads_first_and_keeps_the_newest_of_each_host(store: Store) -
     assert changes.sequence == seen + 2  # type: ignore[attr-defined]
     stored = store.client.hget(store.keys.fleet_summary, "h0")
     assert stored is not None and decode_summary(stored) == newer.summary
-    # The view is reset behind a scheduler's back, which last read sequence number 3: after
-    # another publish (1), its own three (2-4) reach past 3, yet it must read everything.
-    store.client.delete(store.keys.fleet_summary, store.keys.fleet_changes)
-    publish(store, other["h1"].published)
+    # The view is reset behind the back of a scheduler that last read sequence number 3.
+    # Another publish takes number 1 and its own three take 2-4: past 3, yet it must read all.
     mine = [newer]
     for name in ("h2", "h3"):
         put_host(store, name)
-        store.client.delete(store.keys.fleet_summary, store.keys.fleet_changes)
-        publish(store, other["h1"].published)
         done = store.reserve({name: [("d", Resources(1000))]}, reservation_ttl=60, stale_after=60)
         assert done[name].published
         mine.append(done[name].published)
+    store.client.delete(store.keys.fleet_summary, store.keys.fleet_changes)
+    publish(store, other["h1"].published)
     changes = publish(store, *mine, read="since:3")
     assert [h for h, _ in changes.entries] == ["h1"]  # type: ignore[attr-defined]
     assert changes.sequence == 4  # type: ignore[attr-defined]
