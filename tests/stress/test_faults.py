@@ -3,6 +3,7 @@ the embedded server killed under load."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -17,7 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
+from hostsched.channel import ATTEMPTS, Channel
 from hostsched.collect import collect
 from hostsched.config import Config, HostConfig, StaticHost
 from hostsched.keys import Keys
@@ -142,6 +145,63 @@ def test_lost_reply_retry_counts_once(redis_server: RedisServer, redis_url: str)
     entries = direct.client.hgetall(direct.keys.scheduled("hv"))
     assert list(entries) == [b"web-1"]
     assert Scheduler(config, direct).inspect("hv").hosts[0].reserved == Resources(3000, G)
+
+
+class SilentOn:
+    """A TCP proxy to a unix-socket Redis that forwards everything but never returns the
+    reply to a command carrying ``marker``, keeping the connection open: a server gone
+    silent."""
+
+    def __init__(self, upstream: Path, marker: bytes) -> None:
+        self.upstream, self.marker = upstream, marker
+        self.connections = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        server = socket.socket(socket.AF_UNIX)
+        server.connect(str(self.upstream))
+        with client, server, contextlib.suppress(OSError):
+            while data := client.recv(65536):
+                server.sendall(data)
+                reply = server.recv(65536)
+                if self.marker not in data:
+                    client.sendall(reply)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_server_gone_silent_is_an_error_after_the_attempts(redis_server: RedisServer) -> None:
+    """The channel's sockets time out in the kernel (channel._kernel_timeout), not in Python:
+    each attempt still ends, on a new connection, and the call fails instead of waiting."""
+    proxy = SilentOn(redis_server.socket, b"go-silent")
+    client = redis.Redis(host="127.0.0.1", port=proxy.port, socket_timeout=0.05)
+    outcome: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            Channel(client).exchange([("ECHO", "go-silent")], [None])
+        except BaseException as exc:  # (what it raised is the result)
+            outcome.append(exc)
+
+    caller = threading.Thread(target=call, daemon=True)
+    caller.start()
+    caller.join(timeout=60)
+    proxy.close()
+    assert not caller.is_alive(), "a silent server made the call wait for ever"
+    assert len(outcome) == 1 and str(outcome[0]) == f"no answer after {ATTEMPTS} attempts"
+    assert proxy.connections == ATTEMPTS
 
 
 @pytest.mark.parametrize("skew", [-600, 600])
