@@ -94,66 +94,12 @@ def test_store_restarted_mid_run(own_redis: RedisServer) -> None:
                                   "acknowledged": len(acked)}))  # fmt: skip
 
 
-class DropFirstReply:
-    """A TCP proxy to a unix-socket Redis that swallows the reply to the first call of one
-    script and closes the connection, as a network fault after the server has acted would."""
+class UnixProxy:
+    """A TCP proxy to a unix-socket Redis, one command batch at a time; ``forward`` decides
+    what the client hears of each reply (False: close the connection)."""
 
-    def __init__(self, upstream: Path, sha: str) -> None:
-        self.upstream, self.sha = upstream, sha.encode()
-        self.dropped = 0
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
-
-    def _serve(self, client: socket.socket) -> None:
-        server = socket.socket(socket.AF_UNIX)
-        server.connect(str(self.upstream))
-        with client, server:
-            while data := client.recv(65536):
-                server.sendall(data)
-                reply = server.recv(65536)
-                if self.sha in data and not self.dropped:
-                    self.dropped += 1
-                    return  # the server has reserved; the client never hears it
-                client.sendall(reply)
-
-    def close(self) -> None:
-        self.listener.close()
-
-
-def test_lost_reply_retry_counts_once(redis_server: RedisServer, redis_url: str) -> None:
-    config = Config(hosts=(HostConfig("hv", static=StaticHost(Resources(4000, 8 * G))),))
-    direct = Store.connect(redis_url, keys=Keys())
-    collect(config, direct)
-    direct.client.script_load(script("reserve").text)
-    proxy = DropFirstReply(redis_server.socket, script("reserve").sha)
-    try:
-        via_proxy = Store.connect(f"redis://127.0.0.1:{proxy.port}", keys=Keys(), timeout=2)
-        plan = Scheduler(config, via_proxy).schedule(Request(Resources(3000, G)), ids=["web-1"])
-    finally:
-        proxy.close()
-    assert proxy.dropped == 1  # the retry really happened
-    assert plan.placements[0].host == "hv" and plan.placements[0].existing
-    entries = direct.client.hgetall(direct.keys.scheduled("hv"))
-    assert list(entries) == [b"web-1"]
-    assert Scheduler(config, direct).inspect("hv").hosts[0].reserved == Resources(3000, G)
-
-
-class SilentOn:
-    """A TCP proxy to a unix-socket Redis that forwards everything but never returns the
-    reply to a command carrying ``marker``, keeping the connection open: a server gone
-    silent."""
-
-    def __init__(self, upstream: Path, marker: bytes) -> None:
-        self.upstream, self.marker = upstream, marker
+    def __init__(self, upstream: Path) -> None:
+        self.upstream = upstream
         self.connections = 0
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
@@ -174,12 +120,60 @@ class SilentOn:
         with client, server, contextlib.suppress(OSError):
             while data := client.recv(65536):
                 server.sendall(data)
-                reply = server.recv(65536)
-                if self.marker not in data:
-                    client.sendall(reply)
+                if not self.forward(data, server.recv(65536), client):
+                    return
+
+    def forward(self, data: bytes, reply: bytes, client: socket.socket) -> bool:
+        client.sendall(reply)
+        return True
 
     def close(self) -> None:
         self.listener.close()
+
+
+class DropFirstReply(UnixProxy):
+    """Swallows the reply to the first call of one script and closes the connection, as a
+    network fault after the server has acted would."""
+
+    def __init__(self, upstream: Path, sha: str) -> None:
+        self.sha, self.dropped = sha.encode(), 0
+        super().__init__(upstream)
+
+    def forward(self, data: bytes, reply: bytes, client: socket.socket) -> bool:
+        if self.sha in data and not self.dropped:
+            self.dropped += 1
+            return False  # the server has reserved; the client never hears it
+        return super().forward(data, reply, client)
+
+
+def test_lost_reply_retry_counts_once(redis_server: RedisServer, redis_url: str) -> None:
+    config = Config(hosts=(HostConfig("hv", static=StaticHost(Resources(4000, 8 * G))),))
+    direct = Store.connect(redis_url, keys=Keys())
+    collect(config, direct)
+    direct.client.script_load(script("reserve").text)
+    proxy = DropFirstReply(redis_server.socket, script("reserve").sha)
+    try:
+        via_proxy = Store.connect(f"redis://127.0.0.1:{proxy.port}", keys=Keys(), timeout=2)
+        plan = Scheduler(config, via_proxy).schedule(Request(Resources(3000, G)), ids=["web-1"])
+    finally:
+        proxy.close()
+    assert proxy.dropped == 1  # the retry really happened
+    assert plan.placements[0].host == "hv" and plan.placements[0].existing
+    entries = direct.client.hgetall(direct.keys.scheduled("hv"))
+    assert list(entries) == [b"web-1"]
+    assert Scheduler(config, direct).inspect("hv").hosts[0].reserved == Resources(3000, G)
+
+
+class SilentOn(UnixProxy):
+    """Never returns the reply to a command carrying ``marker``, and keeps the connection
+    open: a server gone silent."""
+
+    def __init__(self, upstream: Path, marker: bytes) -> None:
+        self.marker = marker
+        super().__init__(upstream)
+
+    def forward(self, data: bytes, reply: bytes, client: socket.socket) -> bool:
+        return self.marker in data or super().forward(data, reply, client)
 
 
 def test_a_server_gone_silent_is_an_error_after_the_attempts(redis_server: RedisServer) -> None:
