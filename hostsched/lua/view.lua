@@ -43,7 +43,7 @@ end
 
 local mode, n = string.match(ARGV[1], '^(%a+):?(%d*)$')
 n = tonumber(n)
-local hosts, bodies
+local hosts
 if mode == 'all' or (mode == 'since' and n and n > seq) then  -- (a view from before a reset)
   local all = redis.call('HGETALL', KEYS[1])
   for i = 1, #all do reply[#reply + 1] = all[i] end
@@ -58,7 +58,7 @@ elseif mode == 'ends' and n and n > 0 then
   end
 end
 if hosts and #hosts > 0 then
-  bodies = hmget(hosts)
+  local bodies = hmget(hosts)
   for i, host in ipairs(hosts) do
     if bodies[i] then
       reply[#reply + 1] = host
@@ -68,17 +68,12 @@ if hosts and #hosts > 0 then
 end
 
 -- Publish: each host's newest summary given, if newer than the stored one.
-local newest, order = {}, {}  -- host -> index in ARGV; hosts in the order given
+local newest, gens, order = {}, {}, {}  -- host -> index in ARGV, its generation; hosts given
 for i = 2, #ARGV - 2, 3 do
   local host, gen = ARGV[i], generation(ARGV[i + 2])
-  if gen and tonumber(ARGV[i + 1]) then
-    local seen = newest[host]
-    if not seen then
-      order[#order + 1] = host
-      newest[host] = i
-    elseif gen > generation(ARGV[seen + 2]) then
-      newest[host] = i
-    end
+  if gen and tonumber(ARGV[i + 1]) and (gens[host] or -1) < gen then
+    if not gens[host] then order[#order + 1] = host end
+    newest[host], gens[host] = i, gen
   end
 end
 if #order > 0 then
@@ -87,7 +82,7 @@ if #order > 0 then
   for k, host in ipairs(order) do
     local i = newest[host]
     local known = generation(stored[k])
-    if not known or generation(ARGV[i + 2]) > known then
+    if not known or gens[host] > known then
       seq = seq + 1
       summaries[#summaries + 1] = host
       summaries[#summaries + 1] = ARGV[i + 2]
