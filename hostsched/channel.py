@@ -211,7 +211,8 @@ class Channel:
         return connection
 
     def _reader(self, node: object, connection: Any) -> _Replies:
-        """The reply reader of ``connection``'s current socket (connected by the send)."""
+        """The reply reader of ``connection``'s current socket (connected by the send); a
+        socket seen for the first time is set to time out in the kernel."""
         replies = self._replies.get(node)
         if replies is None or replies.sock is not connection._sock:
             _kernel_timeout(connection._sock, connection.socket_timeout)
