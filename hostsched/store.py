@@ -328,7 +328,9 @@ class Store:
             try:
                 published = published_reply(host, reply[1])
             except BadValue as exc:
-                return ReserveOutcome(host, "corrupt", reason=str(exc))
+                if status != "ok":
+                    return ReserveOutcome(host, "corrupt", reason=str(exc))
+                published = None  # what was placed stands: only the view's hint is lost
             return ReserveOutcome(
                 host=host,
                 status=status,

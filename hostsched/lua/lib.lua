@@ -32,7 +32,7 @@ local function vector(t)
   for i, name in ipairs(DIMS) do
     local v = t[name]
     if v == nil then v = 0 end
-    if type(v) ~= 'number' or v ~= v or v < 0 then return nil end
+    if type(v) ~= 'number' or v ~= v or v < 0 or v == math.huge then return nil end
     out[i] = v
   end
   return out
@@ -55,6 +55,17 @@ local function call(...)
     return nil, reply.err
   end
   return reply
+end
+
+-- Labels as a summary carries them (JSON), or nil if they are not an object of strings (a
+-- summary that the schedulers could not read would hide a reservation made).
+local function labels_json(labels)
+  if labels == nil then return '{}' end
+  if type(labels) ~= 'table' then return nil end
+  for name, value in pairs(labels) do
+    if type(name) ~= 'string' or type(value) ~= 'string' then return nil end
+  end
+  return next(labels) == nil and '{}' or cjson.encode(labels)
 end
 
 local function decode_actual(text)
@@ -94,7 +105,11 @@ local function load_actual(key)
     names_at = nil
     host, capacity, used = decode_actual(whole and start or redis.call('GET', key))
   end
-  if not host then return nil, 'corrupt', 'actual resources do not parse or lack a field' end
+  local labels = host and labels_json(host.labels)
+  local instances = host and (host.instances or 0)
+  if not labels or type(instances) ~= 'number' or instances < 0 or instances % 1 ~= 0 then
+    return nil, 'corrupt', 'actual resources do not parse or lack a field'
+  end
   local ratios = host.overcommit
   if type(ratios) ~= 'table' then ratios = {} end
   local limit = {}
@@ -104,6 +119,7 @@ local function load_actual(key)
     limit[i] = math.floor(capacity[i] * ratio)
   end
   host.limit, host.used_v, host.names_at = limit, used, names_at
+  host.labels_json, host.instances = labels, instances
   return host
 end
 
@@ -297,12 +313,8 @@ end
 -- (read without parsing text): generation, collected_at ("sec.usec"), limit, used and
 -- reserved (four counts each), instances, labels (JSON). The scheduler publishes it as JSON.
 local function summary(generation, host, sums)
-  local labels = '{}'
-  if type(host.labels) == 'table' and next(host.labels) ~= nil then
-    labels = cjson.encode(host.labels)
-  end
   local l, u = host.limit, host.used_v
   return {generation, string.format('%.6f', host.collected_at), l[1], l[2], l[3], l[4],
           u[1], u[2], u[3], u[4], sums[1], sums[2], sums[3], sums[4],
-          tonumber(host.instances) or 0, labels}
+          host.instances, host.labels_json}
 end

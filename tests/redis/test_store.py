@@ -11,7 +11,8 @@ from contextlib import contextmanager
 import pytest
 import redis
 
-from hostsched.codec import decode_actual, encode_actual
+import hostsched.store
+from hostsched.codec import BadValue, decode_actual, encode_actual
 from hostsched.model import Overcommit, Resources
 from hostsched.store import Store
 
@@ -173,6 +174,40 @@ def test_reserve_refuses_corrupt_actual(store: Store, actual: bytes) -> None:
     outcome = reserve(store, ("a", Resources(1)))
     assert outcome.status == "corrupt"
     assert reservations(store) == {}
+
+
+FRESH = b'{"v":1,"collected_at":9e9,"capacity":{"cpu":4000},"used":{},'
+
+
+@pytest.mark.parametrize(
+    "rest",
+    [b'"labels":{"a":1}}', b'"labels":["a"]}', b'"labels":"a"}', b'"instances":-1}',
+     b'"instances":1.5}', b'"instances":"2"}', b'"labels":{},"capacity":{"cpu":1e999}}'],
+)  # fmt: skip
+def test_reserve_refuses_actual_its_summary_could_not_carry(store: Store, rest: bytes) -> None:
+    """Labels, instance counts or capacities that a scheduler could not read back from the
+    host's summary make the host corrupt before anything is written."""
+    store.client.set(store.keys.resource(HOST), FRESH + rest)
+    assert reserve(store, ("a", Resources(1))).status == "corrupt"
+    assert reservations(store) == {}
+    store.client.set(store.keys.resource(HOST), FRESH + b'"labels":{"a":"b"},"instances":2}')
+    outcome = reserve(store, ("a", Resources(1)))
+    assert outcome.status == "ok" and outcome.published is not None
+    assert outcome.published.summary.labels == {"a": "b"}
+
+
+def test_a_summary_that_does_not_parse_leaves_the_placement_made(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    put_host(store)
+
+    def unreadable(host: str, state: object) -> None:
+        raise BadValue("summary counts are not counts")
+
+    monkeypatch.setattr(hostsched.store, "published_reply", unreadable)
+    outcome = reserve(store, ("a", Resources(1)))
+    assert (outcome.status, outcome.placed, outcome.published) == ("ok", ("a",), None)
+    assert list(reservations(store)) == ["a"]
 
 
 def test_reserve_refuses_corrupt_reservations(store: Store) -> None:
