@@ -157,6 +157,7 @@ def _work(job: _Worker, ready: Callable[[], None]) -> _Outcome:
     store = Store.connect(
         job.url, keys=Keys(job.config.redis.prefix), password=job.password,
         timeout=job.config.redis.timeout, cluster=job.config.redis.cluster,
+        busy_wait_us=job.config.redis.busy_wait_us,
     )  # fmt: skip
     scheduler = Scheduler(job.config, store, expected=job.host_names, long_lived=True)
     request = Request(job.settings.request)
@@ -381,7 +382,7 @@ def run_bench(config: Config, url: str, settings: BenchSettings) -> BenchResult:
     )
     store = Store.connect(
         url, keys=Keys(prefix), password=config.redis.password, timeout=config.redis.timeout,
-        cluster=config.redis.cluster,
+        cluster=config.redis.cluster, busy_wait_us=config.redis.busy_wait_us,
     )  # fmt: skip
     names = tuple(f"bench-{i:05d}" for i in range(settings.hosts))
     with translated("bench"):

@@ -54,9 +54,12 @@ MAX_NAME = 200
 _TOP_KEYS = ("redis", "scheduling", "ttl", "lxd", "hosts")
 _REDIS_KEYS = (
     "url", "password_file", "prefix", "timeout", "tls_ca_file", "cluster", "wait_replicas",
+    "busy_wait_us",
 )  # fmt: skip
 #: More replicas to wait for than any deployment has is a typo, not a setting.
 MAX_WAIT_REPLICAS = 16
+#: A read that polls longer than this (10 ms) for its reply would only burn a core.
+MAX_BUSY_WAIT_US = 10_000
 _SCHEDULING_KEYS = ("strategy", "weights", "overcommit", "max_attempts")
 _TTL_KEYS = ("resource", "reservation", "lock", "host_stale_after")
 _HOST_KEYS = ("name", "labels", "overcommit", "static")
@@ -119,6 +122,9 @@ class RedisConfig:
     cluster: bool = False
     # Replicas that must have a reservation before schedule reports it as replicated (WAIT).
     wait_replicas: int = 0
+    # How long a read polls for its reply before it sleeps (µs; 0: never), as
+    # hostsched.channel.BUSY_WAIT_US, which a store opened without a Config takes.
+    busy_wait_us: int = 200
 
 
 @dataclass(frozen=True)
@@ -282,14 +288,25 @@ class _Reader(NodeReader):
                 else self.get(nodes, "redis.cluster", self.flag, RedisConfig.cluster)
             ),
             wait_replicas=self.get(
-                nodes, "redis.wait_replicas", self.replicas, RedisConfig.wait_replicas
+                nodes,
+                "redis.wait_replicas",
+                partial(self.count_at_most, MAX_WAIT_REPLICAS),
+                RedisConfig.wait_replicas,
+            ),
+            busy_wait_us=self.get(
+                nodes,
+                "redis.busy_wait_us",
+                partial(self.count_at_most, MAX_BUSY_WAIT_US),
+                RedisConfig.busy_wait_us,
             ),
         )
 
-    def replicas(self, node: Node, key: str) -> int:
-        count = self.quantity(node, key, partial(parse_count, what="wait_replicas"))
-        if count > MAX_WAIT_REPLICAS:
-            self.fail(node, key, f"wait_replicas is at most {MAX_WAIT_REPLICAS}")
+    def count_at_most(self, most: int, node: Node, key: str) -> int:
+        """A whole number from 0 to ``most``."""
+        name = key.rpartition(".")[2]
+        count = self.quantity(node, key, partial(parse_count, what=name))
+        if count > most:
+            self.fail(node, key, f"{name} is at most {most}")
         return count
 
     def weights(self, node: Node | None) -> Weights:

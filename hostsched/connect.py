@@ -58,4 +58,5 @@ def open_store(config: Config) -> Store:
         password=config.redis.password,
         timeout=config.redis.timeout,
         cluster=config.redis.cluster,
+        busy_wait_us=config.redis.busy_wait_us,
     )

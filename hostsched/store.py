@@ -18,7 +18,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-from hostsched.channel import Channel, ClusterChannel
+from hostsched.channel import BUSY_WAIT_US, Channel, ClusterChannel
 from hostsched.codec import BadValue
 from hostsched.errors import StoreUnavailable
 from hostsched.keys import Keys
@@ -84,11 +84,13 @@ class Store:
         password: str | None = None,
         timeout: float = 5.0,
         cluster: bool = False,
+        busy_wait_us: int = BUSY_WAIT_US,
     ) -> Store:
         """Open a client for a ``redis://``, ``rediss://`` or ``unix://`` URL.
 
         Lazy for one server (no I/O). With ``cluster``, the URL names a seed node and the
-        cluster's slot map is read now.
+        cluster's slot map is read now. ``busy_wait_us``: how long a read polls for its reply
+        before it sleeps (0: never; see :data:`hostsched.channel.BUSY_WAIT_US`).
         """
         if urlsplit(url).scheme not in ("redis", "rediss", "unix") or (
             cluster and urlsplit(url).scheme == "unix"
@@ -117,7 +119,7 @@ class Store:
 
                 with translated("connecting to the Redis Cluster"):
                     node = RedisCluster.from_url(url, **options)
-                return cls(node, keys, ClusterChannel(node))
+                return cls(node, keys, ClusterChannel(node, busy_wait_us=busy_wait_us))
             client = redis.Redis.from_url(url, **options)
             # Build (not open) one connection now: an option redis-py does not check until
             # then (an unknown name, a negative or NaN timeout) fails here, as a bad URL.
@@ -133,7 +135,7 @@ class Store:
                 f"invalid Redis URL {redact(url)!r}: {first_line(exc)}",
                 hint="redis://host:port/db, rediss://host:port/db or unix:///path.sock",
             ) from None
-        return cls(client, keys)
+        return cls(client, keys, Channel(client, busy_wait_us=busy_wait_us))
 
     @property
     def round_trips(self) -> int:

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -16,6 +22,7 @@ from redis.exceptions import (
     TryAgainError,
 )
 
+from hostsched import channel
 from hostsched.channel import _Replies, pack
 
 arguments = st.one_of(
@@ -78,3 +85,72 @@ def test_replies_are_read_whole_and_errors_come_back_as_redis_py_exceptions(step
 def test_a_connection_closed_midway_is_a_connection_error() -> None:
     with pytest.raises(ConnectionError):
         _Replies(_Trickle(b":1\r\n$5\r\nhel", 4)).read(2)
+
+
+@pytest.fixture
+def pair(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[socket.socket, socket.socket]]:
+    """Two connected sockets on a machine taken to have a core to spare for polling."""
+    monkeypatch.setattr(channel, "_CORES", 2)
+    ours, theirs = socket.socketpair()
+    yield ours, theirs
+    ours.close()
+    theirs.close()
+
+
+def send_later(sock: socket.socket, *pieces: tuple[float, bytes]) -> threading.Thread:
+    """Send each piece after its delay (seconds), from a thread."""
+
+    def run() -> None:
+        for delay, data in pieces:
+            time.sleep(delay)
+            sock.sendall(data)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_reply_within_the_busy_wait_is_polled_for_in_pieces(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, theirs = pair
+    replies = _Replies(ours, busy_wait_us=2_000_000)
+    send_later(theirs, (0.01, b"*2\r\n:1\r\n$5\r\nhe"), (0.01, b"llo\r\n"))
+    assert replies.read(1) == [[1, b"hello"]]
+    assert (replies._misses, replies._skip) == (0, 0)  # each piece came while polling
+
+
+def test_a_reply_after_the_busy_wait_is_slept_for_and_polling_backs_off(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, theirs = pair
+    replies = _Replies(ours, busy_wait_us=1_000)
+    send_later(theirs, (0.05, b":1\r\n"))
+    assert replies.read(1) == [1]
+    assert (replies._misses, replies._skip) == (1, 2)  # the next two reads sleep at once
+    for value in (2, 3):
+        theirs.sendall(b":%d\r\n" % value)
+        assert replies.read(1) == [value]
+    assert replies._skip == 0
+    send_later(theirs, (0.05, b":4\r\n"))
+    assert replies.read(1) == [4]
+    assert (replies._misses, replies._skip) == (2, 4)  # missed twice in a row: four reads
+    for value in range(5, 9):
+        theirs.sendall(b":%d\r\n" % value)
+        assert replies.read(1) == [value]
+    theirs.sendall(b":9\r\n")
+    assert replies.read(1) == [9]
+    assert (replies._misses, replies._skip) == (0, 0)  # polled in time: back to polling
+
+
+def test_no_polling_when_turned_off_on_one_core_or_over_tls(
+    pair: tuple[socket.socket, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ours, _ = pair
+    assert _Replies(ours, busy_wait_us=200)._poll == 0.0002
+    assert _Replies(ours, busy_wait_us=0)._poll == 0
+    context = ssl.create_default_context()
+    with context.wrap_socket(socket.socket(), server_hostname="redis.example") as tls:
+        assert _Replies(tls, busy_wait_us=200)._poll == 0  # (it takes no recv flags)
+    monkeypatch.setattr(channel, "_CORES", 1)
+    assert _Replies(ours, busy_wait_us=200)._poll == 0

@@ -11,6 +11,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hostsched.channel import BUSY_WAIT_US
 from hostsched.config import (
     Config,
     HostConfig,
@@ -79,6 +80,7 @@ def test_example_documents_the_defaults() -> None:
     )
     assert (config.max_attempts, config.resource_ttl, config.reservation_ttl) == (8, 86400, 120)
     assert (config.lock_ttl, config.host_stale_after) == (30, 300)
+    assert defaults.redis.busy_wait_us == BUSY_WAIT_US  # (a store opened without a Config)
 
 
 def test_example_hosts_differ_and_all_fit_a_first_request() -> None:
@@ -804,3 +806,11 @@ def test_redis_cluster_settings(tmp_path: Path) -> None:
             load_text(tmp_path, bad)
     with pytest.raises(ConfigError, match="HOSTSCHED_REDIS_CLUSTER"):
         load_text(tmp_path, "", env={"HOSTSCHED_REDIS_CLUSTER": "sometimes"})
+
+
+def test_busy_wait_is_microseconds_from_0_to_10_ms(tmp_path: Path) -> None:
+    assert load_text(tmp_path, "redis: {busy_wait_us: 0}\n").redis.busy_wait_us == 0
+    assert load_text(tmp_path, "redis: {busy_wait_us: 10000}\n").redis.busy_wait_us == 10000
+    for bad, why in (("10001", "at most 10000"), ("-1", "busy_wait_us"), ("1.5", "whole")):
+        with pytest.raises(ConfigError, match=why):
+            load_text(tmp_path, f"redis: {{busy_wait_us: {bad}}}\n")
