@@ -7,6 +7,7 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator
+from typing import cast
 
 import pytest
 from hypothesis import given
@@ -89,8 +90,10 @@ def test_a_connection_closed_midway_is_a_connection_error() -> None:
 
 @pytest.fixture
 def pair(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[socket.socket, socket.socket]]:
-    """Two connected sockets on a machine taken to have a core to spare for polling."""
+    """Two connected sockets on a machine taken to have a core to spare for polling, where no
+    yield of the core counts as taken (here the sending thread's turns with the GIL would)."""
     monkeypatch.setattr(channel, "_CORES", 2)
+    monkeypatch.setattr(channel, "_TAKEN", 3600.0)
     ours, theirs = socket.socketpair()
     yield ours, theirs
     ours.close()
@@ -141,6 +144,23 @@ def test_a_reply_after_the_busy_wait_is_slept_for_and_polling_backs_off(
     theirs.sendall(b":9\r\n")
     assert replies.read(1) == [9]
     assert (replies._misses, replies._skip) == (0, 0)  # polled in time: back to polling
+
+
+def test_polling_stops_when_another_process_takes_the_core(
+    pair: tuple[socket.socket, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ours, theirs = pair
+    monkeypatch.setattr(channel, "_TAKEN", 20e-6)
+    monkeypatch.setattr(channel.os, "sched_yield", lambda: time.sleep(0.001))  # (taken)
+    began = time.perf_counter()
+    assert channel._poll(ours, cast(bytes, bytearray(64)), 10.0) is None
+    assert time.perf_counter() - began < 5.0  # it stopped at the first yield that was taken
+    theirs.sendall(b":1\r\n")
+    replies = _Replies(ours, busy_wait_us=10_000_000)
+    assert replies.read(1) == [1]  # (already there: no yield)
+    send_later(theirs, (0.05, b":2\r\n"))
+    assert replies.read(1) == [2]
+    assert (replies._misses, replies._skip) == (1, 2)  # polling backs off, as after a miss
 
 
 def test_no_polling_when_turned_off_on_one_core_or_over_tls(
