@@ -21,8 +21,8 @@ from typing import Any
 
 from hostsched.codec import encode_actual
 from hostsched.config import Config
+from hostsched.connect import open_store_at
 from hostsched.errors import InsufficientResources, UsageError
-from hostsched.keys import Keys
 from hostsched.model import Overcommit, Request, Resources
 from hostsched.scheduler import Scheduler
 from hostsched.store import Store, translated
@@ -92,7 +92,6 @@ class _Worker:
     """What one scheduler process needs to connect on its own (nothing is shared by fork)."""
 
     url: str = field(repr=False)  # may hold a password
-    password: str | None = field(repr=False)
     config: Config
     host_names: tuple[str, ...]
     calls: int
@@ -154,11 +153,7 @@ class _PingBursts:
 
 def _work(job: _Worker, ready: Callable[[], None]) -> _Outcome:
     """Read the view, call ``ready`` (which waits for the others), run ``calls`` schedules."""
-    store = Store.connect(
-        job.url, keys=Keys(job.config.redis.prefix), password=job.password,
-        timeout=job.config.redis.timeout, cluster=job.config.redis.cluster,
-        busy_wait_us=job.config.redis.busy_wait_us,
-    )  # fmt: skip
+    store = open_store_at(job.url, job.config.redis)
     scheduler = Scheduler(job.config, store, expected=job.host_names, long_lived=True)
     request = Request(job.settings.request)
     latencies: list[float] = []
@@ -380,10 +375,7 @@ def run_bench(config: Config, url: str, settings: BenchSettings) -> BenchResult:
             ),
         ),
     )
-    store = Store.connect(
-        url, keys=Keys(prefix), password=config.redis.password, timeout=config.redis.timeout,
-        cluster=config.redis.cluster, busy_wait_us=config.redis.busy_wait_us,
-    )  # fmt: skip
+    store = open_store_at(url, bench_config.redis)
     names = tuple(f"bench-{i:05d}" for i in range(settings.hosts))
     with translated("bench"):
         try:
@@ -392,7 +384,7 @@ def run_bench(config: Config, url: str, settings: BenchSettings) -> BenchResult:
             shares = [calls // settings.processes + (i < calls % settings.processes)
                       for i in range(settings.processes)]  # fmt: skip
             alone = sum(1 for share in shares if share) == 1
-            jobs = [_Worker(url, config.redis.password, bench_config, names, share, settings,
+            jobs = [_Worker(url, bench_config, names, share, settings,
                             interleave_pings=alone)
                     for share in shares if share]  # fmt: skip
             _check_replicas(store, bench_config.redis.wait_replicas)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
-from hostsched.config import Config
+from hostsched.config import Config, RedisConfig
 from hostsched.errors import UsageError
 from hostsched.keys import Keys
 from hostsched.store import Store
@@ -52,11 +52,17 @@ def with_ca_file(url: str, ca_file: Path) -> str:
 
 def open_store(config: Config) -> Store:
     """A Store for ``config``."""
+    return open_store_at(store_url(config), config.redis)
+
+
+def open_store_at(url: str, redis: RedisConfig) -> Store:
+    """A Store at ``url`` with the prefix, password, timeout, cluster mode and busy wait of
+    ``redis`` (bench's processes open theirs at the URL their parent resolved)."""
     return Store.connect(
-        store_url(config),
-        keys=Keys(config.redis.prefix),
-        password=config.redis.password,
-        timeout=config.redis.timeout,
-        cluster=config.redis.cluster,
-        busy_wait_us=config.redis.busy_wait_us,
+        url,
+        keys=Keys(redis.prefix),
+        password=redis.password,
+        timeout=redis.timeout,
+        cluster=redis.cluster,
+        busy_wait_us=redis.busy_wait_us,
     )

@@ -9,6 +9,7 @@ import pytest
 from hostsched import bench
 from hostsched.bench import BenchSettings, run_bench
 from hostsched.config import Config, RedisConfig
+from hostsched.keys import Keys
 from hostsched.model import Resources
 from hostsched.store import Store
 
@@ -30,7 +31,7 @@ def test_bench_counts_overcommitted_hosts(redis_url: str, monkeypatch) -> None: 
 
     def sabotage(job: bench._Worker, ready):  # type: ignore[no-untyped-def]
         outcome = original(job, ready)
-        store = Store.connect(job.url, keys=bench.Keys(job.config.redis.prefix))
+        store = Store.connect(job.url, keys=Keys(job.config.redis.prefix))
         store.client.hset(
             store.keys.scheduled(job.host_names[0]),
             "rogue",
@@ -97,4 +98,4 @@ def test_bench_refuses_to_wait_for_replicas_that_are_not_there(redis_url: str) -
     config = Config(redis=RedisConfig(url=redis_url))
     with pytest.raises(UsageError, match="0 connected replicas"):
         run_bench(config, redis_url, BenchSettings(hosts=2, placements=4, wait_replicas=1))
-    assert Store.connect(redis_url, keys=bench.Keys("hostsched")).client.keys("*") == []
+    assert Store.connect(redis_url, keys=Keys("hostsched")).client.keys("*") == []
