@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import cast
 
 import pytest
@@ -94,6 +96,9 @@ def pair(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[socket.socket, socke
     yield of the core counts as taken (here the sending thread's turns with the GIL would)."""
     monkeypatch.setattr(channel, "_CORES", 2)
     monkeypatch.setattr(channel, "_TAKEN", 3600.0)
+    monkeypatch.setattr(channel._Load, "_cores", 2)
+    monkeypatch.setattr(channel._Load, "checked", float("-inf"))
+    monkeypatch.setattr(channel, "_runnable", lambda: 1)
     ours, theirs = socket.socketpair()
     yield ours, theirs
     ours.close()
@@ -174,3 +179,44 @@ def test_no_polling_when_turned_off_on_one_core_or_over_tls(
         assert _Replies(tls, busy_wait_us=200)._poll == 0  # (it takes no recv flags)
     monkeypatch.setattr(channel, "_CORES", 1)
     assert _Replies(ours, busy_wait_us=200)._poll == 0
+
+
+def test_reads_sleep_while_more_processes_are_ready_to_run_than_cores(
+    pair: tuple[socket.socket, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ours, theirs = pair
+    ready = [3]  # this process, the server and one more, on 2 cores
+    monkeypatch.setattr(channel, "_runnable", lambda: ready[0])
+    monkeypatch.setattr(channel, "LOAD_EVERY", 0.0)
+    replies = _Replies(ours, busy_wait_us=1_000)
+    send_later(theirs, (0.05, b":1\r\n"))
+    assert replies.read(1) == [1]
+    assert (replies._misses, replies._skip) == (0, 0)  # it slept at once: no poll missed
+    ready[0] = 2
+    send_later(theirs, (0.05, b":2\r\n"))
+    assert replies.read(1) == [2]
+    assert (replies._misses, replies._skip) == (1, 2)  # a core to spare: it polled (and missed)
+
+
+def test_the_count_of_processes_ready_to_run_is_read_from_proc_loadavg(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def runnable(text: bytes) -> int:
+        path = tmp_path / "loadavg"
+        path.write_bytes(text)
+        fd = os.open(path, os.O_RDONLY)
+        monkeypatch.setattr(channel._Load, "_fd", fd)
+        try:
+            return channel._runnable()
+        finally:
+            os.close(fd)
+
+    assert runnable(b"0.52 0.58 0.59 3/873 12345\n") == 3
+    assert runnable(b"0.52 0.58 0.59 x/873 12345\n") == 0  # unknown: taken to be free
+    assert runnable(b"") == 0
+    monkeypatch.setattr(channel._Load, "_fd", -1)  # (no /proc/loadavg)
+    assert channel._runnable() == 0
+    monkeypatch.setattr(channel._Load, "_fd", -2)  # (not opened yet)
+    if os.path.exists("/proc/loadavg"):
+        assert channel._runnable() >= 1  # (this process is running)
+        os.close(channel._Load._fd)
