@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
+from functools import cache
 from typing import Any, cast
 
 import hiredis
@@ -111,7 +112,6 @@ class _Load:
     checked = float("-inf")
     spare = True
     _cores = os.cpu_count() or 1  # (machine-wide, as the count is)
-    _fd = -2  # not opened yet; -1: cannot be read
 
     @classmethod
     def core_to_spare(cls, now: float) -> bool:
@@ -121,17 +121,22 @@ class _Load:
         return cls.spare
 
 
+@cache
+def _loadavg() -> int:
+    """/proc/loadavg, opened once per process tree (-1 where there is none)."""
+    try:
+        return os.open("/proc/loadavg", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return -1
+
+
 def _runnable() -> int:
     """Processes running or ready to run, machine-wide (0 if that cannot be read)."""
-    if _Load._fd == -2:
-        try:
-            _Load._fd = os.open("/proc/loadavg", os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            _Load._fd = -1
-    if _Load._fd < 0:
+    fd = _loadavg()
+    if fd < 0:
         return 0
     try:  # "0.52 0.58 0.59 3/873 12345": the fourth field, before its slash
-        return int(os.pread(_Load._fd, 128, 0).split(b" ")[3].split(b"/")[0])
+        return int(os.pread(fd, 128, 0).split(b" ")[3].split(b"/")[0])
     except (OSError, IndexError, ValueError):
         return 0
 
@@ -337,12 +342,8 @@ class ClusterChannel(Channel):
     """
 
     def __init__(self, client: Any, *, busy_wait_us: int = BUSY_WAIT_US) -> None:
-        self.cluster = client  # a redis.cluster.RedisCluster
-        self.busy_wait_us = busy_wait_us
-        self._lock = threading.Lock()
-        self._connections = {}
-        self._replies = {}
-        self.round_trips = 0
+        super().__init__(client, busy_wait_us=busy_wait_us)
+        self.cluster = client  # a redis.cluster.RedisCluster (typed as such, not as a Redis)
         self._clients: dict[str, Any] = {}
         self._owners: dict[int, str] = {}  # slot -> node, until the slot map is read again
 

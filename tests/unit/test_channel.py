@@ -205,7 +205,7 @@ def test_the_count_of_processes_ready_to_run_is_read_from_proc_loadavg(
         path = tmp_path / "loadavg"
         path.write_bytes(text)
         fd = os.open(path, os.O_RDONLY)
-        monkeypatch.setattr(channel._Load, "_fd", fd)
+        monkeypatch.setattr(channel, "_loadavg", lambda: fd)
         try:
             return channel._runnable()
         finally:
@@ -214,9 +214,8 @@ def test_the_count_of_processes_ready_to_run_is_read_from_proc_loadavg(
     assert runnable(b"0.52 0.58 0.59 3/873 12345\n") == 3
     assert runnable(b"0.52 0.58 0.59 x/873 12345\n") == 0  # unknown: taken to be free
     assert runnable(b"") == 0
-    monkeypatch.setattr(channel._Load, "_fd", -1)  # (no /proc/loadavg)
+    monkeypatch.setattr(channel, "_loadavg", lambda: -1)  # (no /proc/loadavg)
     assert channel._runnable() == 0
-    monkeypatch.setattr(channel._Load, "_fd", -2)  # (not opened yet)
+    monkeypatch.undo()
     if os.path.exists("/proc/loadavg"):
         assert channel._runnable() >= 1  # (this process is running)
-        os.close(channel._Load._fd)
