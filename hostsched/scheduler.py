@@ -396,6 +396,7 @@ class Scheduler:
             read_changes = changes.get()
             self._apply_changes(read_changes)
             self.view.catch_up()  # every host in the order at once
+            self.view.warm(strategy or self.config.strategy)
             self.view.synced = True
             self.view.last_full_read = time.monotonic()
             self._cursor = cursor.get()

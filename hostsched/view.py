@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass
 from heapq import heapify, heappop, heappush, heapreplace
 from typing import Any
@@ -72,11 +72,14 @@ class _Order:
     costs O(log n) and taking the best few O(few · log n), whatever the fleet.
     """
 
-    def __init__(self, key: OrderKey, salt: Callable[[str], float]) -> None:
+    def __init__(
+        self, key: OrderKey, salt: Callable[[str], float], hosts: Iterable[ViewHost] = ()
+    ) -> None:
         self._key = key
         self._salt = salt  # breaks ties differently in each process, so schedulers spread
-        self._heap: list[tuple[Any, float, str]] = []
-        self._entry: dict[str, tuple[Any, float, str]] = {}
+        self._entry = {h.name: (key(h.candidate), salt(h.name), h.name) for h in hosts}
+        self._heap = list(self._entry.values())
+        heapify(self._heap)
 
     def update(self, host: ViewHost) -> None:
         entry = (self._key(host.candidate), self._salt(host.name), host.name)
@@ -276,13 +279,21 @@ class FleetView:
             for name in behind:  # walk again with what they published
                 self._take(name, *news.pop(name))
 
+    def warm(self, strategy: str) -> None:
+        """Sort the hosts for a scored strategy now, not in its first choice (a long-lived
+        scheduler's first placement on 10,000 hosts took 30 ms more)."""
+        if strategy in SCORES:
+            self._order(strategy)
+
+    def has_order(self, strategy: str) -> bool:
+        """Whether the hosts are sorted for ``strategy`` already."""
+        return strategy in self._orders
+
     def _order(self, strategy: str) -> _Order:
         order = self._orders.get(strategy)
         if order is None:
             key = _order_key(strategy, self._weights)
-            order = self._orders[strategy] = _Order(key, self._salt)
-            for host in self.hosts.values():
-                order.update(host)
+            order = self._orders[strategy] = _Order(key, self._salt, self.hosts.values())
         return order
 
     def _salt(self, name: str) -> float:

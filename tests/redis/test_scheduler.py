@@ -76,6 +76,18 @@ def test_long_lived_scheduler_costs_one_round_trip_per_placement(store: Store) -
     assert sum(h.candidate.load.cpu for h in other.view.hosts.values()) == 21_000
 
 
+@pytest.mark.parametrize("strategy", ["least_loaded", "best_fit"])
+def test_reading_the_view_sorts_it_for_the_strategy_before_the_first_placement(
+    store: Store, strategy: str
+) -> None:
+    config = fleet_config(*(static(f"hv-{i:03d}", 8) for i in range(5)), strategy=strategy)
+    collect(config, store)
+    scheduler = Scheduler(config, store, long_lived=True)
+    scheduler.prepare()
+    assert scheduler.view.has_order(strategy)
+    assert not scheduler.view.has_order("least_cpu")  # only the one it will use
+
+
 def test_count_batches_one_script_per_host_in_one_round_trip(two_hosts: Scheduler) -> None:
     with round_trips() as sent:
         plan = two_hosts.schedule(cpu(1), count=10, ids=["job"])

@@ -160,6 +160,28 @@ def test_window_follows_updates_and_ignores_older_generations() -> None:
     assert len(order._heap) <= 2 * len(fleet.hosts) + 64 + 1
 
 
+@pytest.mark.parametrize("strategy", sorted(SCORES))
+def test_an_order_sorted_in_advance_chooses_as_one_sorted_on_demand(strategy: str) -> None:
+    loads = {f"h{i:02d}": summary(250 * (i * 7 % 30), gen=1) for i in range(30)}
+    warmed, lazy = view(**loads), view(**loads)
+    warmed.warm(strategy)
+    assert warmed.has_order(strategy) and not lazy.has_order(strategy)
+    for gen, cpu in enumerate([7000, 0, 3000, 7900, 500], start=2):  # updates after sorting
+        warmed.apply("h05", summary(cpu, gen=gen))
+        lazy.apply("h05", summary(cpu, gen=gen))
+        for count in (1, 3):
+            args: dict[str, Any] = {"labels": {}, "stale_after": 60, "count": count}
+            assert names(warmed.window(strategy, Resources(1000), **args)) == names(
+                lazy.window(strategy, Resources(1000), **args)
+            )
+
+
+def test_only_scored_strategies_keep_an_order() -> None:
+    fleet = view(a=summary(1000))
+    fleet.warm("round_robin")
+    assert not fleet.has_order("round_robin")
+
+
 def body(cpu_used: int, *, gen: int, zone: str = "a") -> bytes:
     return encode_summary(summary(cpu_used, gen=gen, zone=zone)).encode()
 
