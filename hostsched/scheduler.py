@@ -365,10 +365,11 @@ class Scheduler:
                 strategy: str | None = None, count: int = 1) -> dict[str, str]:  # fmt: skip
         """Read the fleet view if it is new (or due for a full read); where explicit ids are.
 
-        A long-lived scheduler reads every host's summary once. A one-shot scheduler choosing
-        by a scored strategy without labels reads only the least and most loaded few: the
-        ones such a strategy picks from, so its cost does not grow with the fleet. If none of
-        them has room, :meth:`refresh` reads every host before the request is refused.
+        A long-lived scheduler reads every host's summary once, and sorts the hosts for its
+        strategy before its first placement. A one-shot scheduler choosing by a scored
+        strategy without labels reads only the least and most loaded few: the ones such a
+        strategy picks from, so its cost does not grow with the fleet. If none of them has
+        room, :meth:`refresh` reads every host before the request is refused.
         """
         full = (
             not self.view.synced
