@@ -285,10 +285,6 @@ class FleetView:
         if strategy in SCORES:
             self._order(strategy)
 
-    def has_order(self, strategy: str) -> bool:
-        """Whether the hosts are sorted for ``strategy`` already."""
-        return strategy in self._orders
-
     def _order(self, strategy: str) -> _Order:
         order = self._orders.get(strategy)
         if order is None:

@@ -23,6 +23,7 @@ from hostsched.scheduler import Scheduler
 from hostsched.store import Store
 from hostsched.strategies import STRATEGY_NAMES
 from tests.cluster.redis_cluster import LocalCluster
+from tests.redis.scheduler_worker import SIZES, request_of
 
 G = 1 << 30
 ROOT = Path(__file__).parents[2]
@@ -176,7 +177,7 @@ def test_processes_fill_the_cluster_without_overcommit(
     assert len(claimed) == sum(len(r["placed"]) for r in results)
     scheduler = Scheduler(config, store)
     fleet = scheduler.fleet()
-    assert all(host.free.cpu < 500 for host in fleet.hosts)  # full for the smallest request
+    assert not any(request_of(SIZES[0]).fits_in(host.free) for host in fleet.hosts)  # full
     stored = {r.id: h.name for h in fleet.hosts for r in h.reservations}
     assert stored == claimed
     check = check_fleet(scheduler, list(claimed))

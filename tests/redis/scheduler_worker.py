@@ -22,6 +22,11 @@ from hostsched.scheduler import Scheduler
 from hostsched.store import Store
 
 
+def request_of(size: int) -> Resources:
+    """A request of ``size`` millicores and as many MiB."""
+    return Resources(size, size << 20)
+
+
 def main() -> None:
     url, prefix, name, strategy, count, seed, start_file = sys.argv[1:8]
     cluster = bool(os.environ.get("HOSTSCHED_TEST_CLUSTER"))
@@ -43,7 +48,7 @@ def main() -> None:
         call += 1
         try:
             plan = scheduler.schedule(
-                Request(Resources(size, size << 20)), count=batch, ids=[f"{name}-{call}"],
+                Request(request_of(size)), count=batch, ids=[f"{name}-{call}"],
                 strategy=strategy,
             )  # fmt: skip
         except InsufficientResources:

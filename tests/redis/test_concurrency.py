@@ -21,6 +21,7 @@ from hostsched.keys import Keys
 from hostsched.model import Overcommit, Resources
 from hostsched.scheduler import Scheduler
 from hostsched.store import Store
+from tests.redis.scheduler_worker import SIZES, request_of
 
 G = 1 << 30
 STRATEGIES = ["least_loaded", "best_fit", "round_robin", "random", "least_cpu", "consistent_hash"]
@@ -87,9 +88,9 @@ def test_processes_fill_fleet_without_overcommit(
     # Nothing is released here, so free capacity only shrinks: a request refused at any moment
     # must still be impossible now, or the refusal was wrong.
     for size, batch in (tuple(r) for result in results for r in result["refused"]):
-        request = Resources(size, size << 20)
+        request = request_of(size)
         room = sum(min(h.free.cpu // size, h.free.memory // request.memory) for h in fleet.hosts)
         assert room < batch, f"refused {batch} x {size}m while the fleet holds {room}"
     # Every process stopped only when the smallest request was refused: the fleet is full.
-    assert all(host.free.cpu < 500 for host in fleet.hosts)
+    assert not any(request_of(SIZES[0]).fits_in(host.free) for host in fleet.hosts)
     store.close()

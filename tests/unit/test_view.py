@@ -165,7 +165,7 @@ def test_an_order_sorted_in_advance_chooses_as_one_sorted_on_demand(strategy: st
     loads = {f"h{i:02d}": summary(250 * (i * 7 % 30), gen=1) for i in range(30)}
     warmed, lazy = view(**loads), view(**loads)
     warmed.warm(strategy)
-    assert warmed.has_order(strategy) and not lazy.has_order(strategy)
+    assert strategy in warmed._orders and strategy not in lazy._orders
     for gen, cpu in enumerate([7000, 0, 3000, 7900, 500], start=2):  # updates after sorting
         warmed.apply("h05", summary(cpu, gen=gen))
         lazy.apply("h05", summary(cpu, gen=gen))
@@ -179,7 +179,7 @@ def test_an_order_sorted_in_advance_chooses_as_one_sorted_on_demand(strategy: st
 def test_only_scored_strategies_keep_an_order() -> None:
     fleet = view(a=summary(1000))
     fleet.warm("round_robin")
-    assert not fleet.has_order("round_robin")
+    assert "round_robin" not in fleet._orders
 
 
 def body(cpu_used: int, *, gen: int, zone: str = "a") -> bytes:
