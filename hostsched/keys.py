@@ -12,6 +12,7 @@ key                            holds                                            
 ``P:resource:{H}:reserved``    running sums of H's live reservations (hash)                2 min
 ``P:resource:{H}:queue``       H's reservations in the order made (list of "time id")      2 min
 ``P:resource:{H}:names``       names of H's instances (set), for reserve to look up        24 h
+``P:resource:{H}:releasing``   reservations released during a collect: id -> release time  2 min
 ``P:resource:{H}:lock``        per-host collect lock (random token)                        30 s
 ``P:resource:{H}:gen``         generation of H, bumped by every change of its state        none
 ``P:hosts``                    set of known host names                                     none
@@ -59,6 +60,9 @@ class Keys:
 
     def names(self, host: str) -> str:
         return f"{self.prefix}:resource:{{{host}}}:names"
+
+    def releasing(self, host: str) -> str:
+        return f"{self.prefix}:resource:{{{host}}}:releasing"
 
     def placement(self, reservation_id: str) -> str:
         return f"{self.prefix}:placement:{reservation_id}"

@@ -176,7 +176,7 @@ class Store:
             k = self.keys
             found = self._keys_of[host] = [
                 k.resource(host), k.scheduled(host), k.reserved(host), k.queue(host),
-                k.generation(host), k.names(host),
+                k.generation(host), k.names(host), k.releasing(host), k.lock(host),
             ]  # fmt: skip
         return found
 
@@ -474,7 +474,7 @@ class Store:
                 return WriteOutcome(text(r[0]), int(r[1]), tuple(map(text, r[3:])), published)
 
             keys = [k.resource(h), k.scheduled(h), k.lock(h), k.generation(h), k.reserved(h),
-                    k.queue(h), k.names(h)]  # fmt: skip
+                    k.queue(h), k.names(h), k.releasing(h)]  # fmt: skip
             args = [grant.token, f"{grant.server_time:.6f}", int(resource_ttl), body, *names]
             pending[h] = trip.script("write_actual", keys, args, parse)
         trip.run()

@@ -237,6 +237,24 @@ local function drop(scheduled, reserved, sums, ids, before)
   return dropped, foreign
 end
 
+-- A reservation released while a collect holds the host's lock waits for that collect's write
+-- (or, once the lock is gone, for a cleanup) in ``releasing``, a hash of id -> release time:
+-- the collect may have read its instance before it was deleted, and that room must not be
+-- handed out before the write counts the instance. Drops every waiting entry made before its
+-- release (one made after is a new reservation) and forgets the hash. Returns how many were
+-- dropped, and true if an entry does not parse (as drop; the hash is kept for a later call).
+local function finish_releases(releasing, scheduled, reserved, sums)
+  local waiting, count = redis.call('HGETALL', releasing), 0
+  for i = 1, #waiting, 2 do
+    local dropped, foreign = drop(scheduled, reserved, sums, {waiting[i]},
+                                  tonumber(waiting[i + 1]))
+    if foreign then return count, true end
+    count = count + #dropped
+  end
+  if #waiting > 0 then redis.call('DEL', releasing) end
+  return count, false
+end
+
 -- Drop expired entries by reading them all, leaving those that do not parse; for cleanup when
 -- the sums cannot be trusted. Returns how many were dropped and how many do not parse.
 local function expire_by_scan(scheduled, now, ttl)

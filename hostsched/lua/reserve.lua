@@ -6,13 +6,16 @@
 -- KEYS[4]  P:resource:{H}:queue          reservations in the order made (list)
 -- KEYS[5]  P:resource:{H}:gen            generation of the host's state
 -- KEYS[6]  P:resource:{H}:names          names of the instances on the host (set)
+-- KEYS[7]  P:resource:{H}:releasing      releases waiting for a collect's write (lib.lua)
+-- KEYS[8]  P:resource:{H}:lock           (not used here)
 -- ARGV[1]  reservation TTL in seconds (entries older than this no longer count)
 -- ARGV[2]  seconds after which the actual resources are stale
 -- ARGV[3..] five per reservation: id, cpu millicores, memory bytes, disk bytes, gpus
 --
 -- Returns {status, summary, reason, n, n placed ids..., existing ids...}; status is one of
 --   ok       the batch is reserved (ids already held, or already instances, are "existing")
---   full     the batch does not fit: nothing written
+--   full     the batch does not fit, or an id's old reservation here is still being released
+--            (reason: which): nothing written
 --   stale    actual resources older than ARGV[2]: nothing written
 --   missing  no actual resources stored
 --   corrupt  a stored value is not ours (wrong type, does not parse, unknown version)
@@ -41,7 +44,15 @@ if not is_instance then return {'corrupt', '', 'instance names are not a set', 0
 local fresh, existing, wanted = {}, {}, {0, 0, 0, 0}
 for i = 3, #ARGV, 5 do
   local id = ARGV[i]
-  if is_instance(id) or redis.call('HEXISTS', KEYS[2], id) == 1 then
+  local held = redis.call('HEXISTS', KEYS[2], id) == 1
+  if held then
+    local releasing = call('HEXISTS', KEYS[7], id)
+    if releasing == nil then return {'corrupt', '', 'releases are not ours', 0} end
+    if releasing == 1 then
+      return {'full', summary(generation, host, sums), id .. ' is being released here', 0}
+    end
+  end
+  if held or is_instance(id) then
     existing[#existing + 1] = id
   else
     fresh[#fresh + 1] = i

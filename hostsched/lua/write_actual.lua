@@ -7,6 +7,7 @@
 -- KEYS[5]  P:resource:{H}:reserved   running sums of the live reservations
 -- KEYS[6]  P:resource:{H}:queue      reservations in the order made
 -- KEYS[7]  P:resource:{H}:names      names of the instances (set), for reserve to look up
+-- KEYS[8]  P:resource:{H}:releasing  releases waiting for this write (lib.lua)
 -- ARGV[1]  lock token of this collector (hex)
 -- ARGV[2]  server time at which this collector started reading the host
 -- ARGV[3]  TTL of the actual resources in seconds
@@ -14,8 +15,9 @@
 -- ARGV[5..] names of the instances now on the host
 --
 -- Returns {status, generation, summary, dropped ids...}; status is
---   ok         written; reservations whose id is now an instance were dropped in the same step
---              (also the reply to a retry of a write that already happened)
+--   ok         written; reservations whose id is now an instance were dropped in the same step,
+--              and so were those released while the lock was held (also the reply to a retry
+--              of a write that already happened)
 --   lock_lost  the lock expired or was taken by another collector: nothing written
 --   newer      a reading started after ours is already stored: nothing written
 --   foreign    one of the keys holds data that is not ours (wrong type or version): nothing
@@ -34,8 +36,10 @@ if resource_kind ~= 'none' and resource_kind ~= 'string' then return {'foreign',
 local generation = current_generation(KEYS[4])
 if not generation then return {'foreign', 0, ''} end
 local sk, rk, qk, nk = kind(KEYS[2]), kind(KEYS[5]), kind(KEYS[6]), kind(KEYS[7])
+local wk = kind(KEYS[8])
 if (sk ~= 'none' and sk ~= 'hash') or (rk ~= 'none' and rk ~= 'hash')
-    or (qk ~= 'none' and qk ~= 'list') or (nk ~= 'none' and nk ~= 'set') then
+    or (qk ~= 'none' and qk ~= 'list') or (nk ~= 'none' and nk ~= 'set')
+    or (wk ~= 'none' and wk ~= 'hash') then
   return {'foreign', 0, ''}
 end
 -- Entries that do not parse are not ours to judge: the host stays corrupt, the write goes on.
@@ -68,6 +72,9 @@ local dropped = {}
 if sums then
   local foreign
   dropped, foreign = drop(KEYS[2], KEYS[5], sums, names)
+  if not foreign and wk == 'hash' then
+    _, foreign = finish_releases(KEYS[8], KEYS[2], KEYS[5], sums)
+  end
   if foreign then sums = nil end  -- (no summary: the next call finds the host corrupt)
 end
 generation = bump(KEYS[4], generation)

@@ -46,6 +46,7 @@ CORRUPTIONS: dict[str, tuple[Corruption, str]] = {
                                                        '{"cpu":1}'), "scheduled"),
     "reservations: a string": (lambda c, k: c.set(k.scheduled("bad"), "zzz"), "scheduled"),
     "lock: a hash": (lambda c, k: c.hset(k.lock("bad"), "x", "y"), "lock"),
+    "releases: a string": (lambda c, k: c.set(k.releasing("bad"), "zzz"), "releasing"),
     "generation: not a number": (lambda c, k: c.set(k.generation("bad"), "abc"), "generation"),
     "generation: a set": (lambda c, k: (c.delete(k.generation("bad")),
                                         c.sadd(k.generation("bad"), "x")), "generation"),
@@ -60,7 +61,7 @@ def test_one_bad_key_is_contained(store: Store, name: str) -> None:
     corrupt(store.client, store.keys)
     keys = store.keys
     builders = {"resource": keys.resource, "scheduled": keys.scheduled, "lock": keys.lock,
-                "generation": keys.generation}  # fmt: skip
+                "generation": keys.generation, "releasing": keys.releasing}  # fmt: skip
     key = builders[key_kind]("bad")
     before = dump(store.client, key)
     scheduler = Scheduler(config, store)

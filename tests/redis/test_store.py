@@ -14,7 +14,7 @@ import redis
 import hostsched.store
 from hostsched.codec import BadValue, decode_actual, encode_actual
 from hostsched.model import Overcommit, Resources
-from hostsched.store import Store
+from hostsched.store import LockGrant, Store, WriteOutcome
 
 G = 1 << 30
 HOST = "hv-1"
@@ -241,6 +241,70 @@ def test_release_drops_only_named(store: Store) -> None:
     reserve(store, ("a", Resources(1)), ("b", Resources(1)))
     assert store.release({HOST: ["a", "zzz"]}) == {HOST: ("a",)}
     assert list(reservations(store)) == ["b"]
+
+
+def used_plus_reserved(store: Store, host: str = HOST) -> int:
+    """CPU of the stored actual usage plus the live reservations' sums."""
+    actual = decode_actual(store.client.get(store.keys.resource(host)))
+    return actual.used.cpu + int(store.client.hget(store.keys.reserved(host), "cpu") or 0)
+
+
+def collect_reading(store: Store, grant: LockGrant, used: int, names: list[str]) -> WriteOutcome:
+    """The write of a collect that read ``used`` millicores and ``names`` under ``grant``."""
+    body = encode_actual(capacity=Resources(4000, 8 * G, 100 * G, 1), used=Resources(used),
+                         overcommit=Overcommit(), labels={}, names=names)  # fmt: skip
+    return store.write_actual({HOST: (grant, body, names)}, resource_ttl=60)[HOST]
+
+
+def test_a_release_during_a_collect_holds_the_room_until_its_write(store: Store) -> None:
+    """The collect may have seen the instance: its room is not handed out before the write
+    that counts it, whatever was deleted and released in between."""
+    put_host(store)
+    reserve(store, ("web-1", Resources(3000)))
+    grant = store.acquire_locks([HOST], ttl=30)[HOST]  # the collect reads web-1, running
+    assert store.release({HOST: ["web-1"]}) == {HOST: ("web-1",)}  # deleted, then released
+    assert reserve(store, ("web-2", Resources(3000))).status == "full"
+    assert reserve(store, ("web-1", Resources(1000))).status == "full"  # not the same id here
+    assert collect_reading(store, grant, 3000, ["web-1"]).dropped == ("web-1",)
+    assert reservations(store) == {} and used_plus_reserved(store) == 3000
+    store.release_locks({HOST: grant})
+    assert collect_reading(store, store.acquire_locks([HOST], ttl=30)[HOST], 0, []).dropped == ()
+    assert reserve(store, ("web-2", Resources(3000))).status == "ok"
+    assert used_plus_reserved(store) == 3000
+
+
+def test_a_release_deferred_by_a_collect_is_done_by_any_write(store: Store) -> None:
+    put_host(store)
+    reserve(store, ("web-1", Resources(3000)), ("web-2", Resources(500)))
+    grant = store.acquire_locks([HOST], ttl=30)[HOST]  # this collect read before web-1 existed
+    assert store.release({HOST: ["web-1"]}) == {HOST: ("web-1",)}
+    assert collect_reading(store, grant, 0, []).dropped == ()  # the release is not reconciling
+    assert list(reservations(store)) == ["web-2"] and used_plus_reserved(store) == 500
+
+
+def test_cleanup_does_a_deferred_release_once_the_lock_is_gone(store: Store) -> None:
+    put_host(store)
+    reserve(store, ("web-1", Resources(3000)))
+    grant = store.acquire_locks([HOST], ttl=30)[HOST]
+    store.release({HOST: ["web-1"]})
+    assert store.cleanup([HOST], reservation_ttl=120)[HOST].remaining == 1  # still reading
+    store.client.delete(store.keys.lock(HOST))  # the collector died and its lock expired
+    assert store.cleanup([HOST], reservation_ttl=120)[HOST].remaining == 0
+    assert used_plus_reserved(store) == 0
+    assert collect_reading(store, grant, 3000, ["web-1"]).status == "lock_lost"
+
+
+def test_releases_that_are_not_ours_are_left_alone(store: Store) -> None:
+    put_host(store)
+    reserve(store, ("web-1", Resources(1000)))
+    store.client.set(store.keys.releasing(HOST), "not ours")
+    grant = store.acquire_locks([HOST], ttl=30)[HOST]
+    assert store.release({HOST: ["web-1"]}) == {HOST: ()}  # cannot wait there: reported missing
+    assert reserve(store, ("web-1", Resources(1000))).status == "corrupt"
+    assert collect_reading(store, grant, 0, []).status == "foreign"
+    assert store.cleanup([HOST], reservation_ttl=120)[HOST].corrupt == 1
+    assert store.client.get(store.keys.releasing(HOST)) == b"not ours"
+    assert list(reservations(store)) == ["web-1"]
 
 
 def test_cleanup_prunes_expired_and_reports_corrupt(store: Store) -> None:
