@@ -12,9 +12,9 @@
 -- ARGV[1]  reservation TTL in seconds
 --
 -- Returns {removed, remaining, corrupt, has_actual, summary}: entries pruned or released,
--- entries left, entries that do not parse (reported, never deleted; 1 if the keys are not ours at all), 1 if
--- actual resources exist, and the host's summary ("" without valid actual resources, or while
--- any entry does not parse).
+-- entries left, entries that do not parse (reported, never deleted; 1 if the keys are not ours
+-- at all), 1 if actual resources exist, and the host's summary ("" without valid actual
+-- resources, or while any entry does not parse).
 
 local now = server_time()
 local has_actual = redis.call('EXISTS', KEYS[1])
