@@ -1,7 +1,8 @@
 """A long-lived scheduler for the failover test: places until its deadline, through errors.
 
 Usage: python -m tests.cluster.failover_worker URL PREFIX NAME DEADLINE WAIT_REPLICAS
-Prints one JSON line: ids placed (host, replicated), ids whose call failed, error messages.
+Prints "ready" once connected, then one JSON line: ids placed (host, replicated), ids whose
+call failed, error messages.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def main() -> None:
     config = replace(Config(redis=redis_config), reservation_ttl=600)
     store = Store.connect(url, keys=Keys(prefix), cluster=True, timeout=2.0)
     scheduler = Scheduler(config, store, long_lived=True)
+    print("ready", flush=True)
     placed: dict[str, tuple[str, bool | None]] = {}
     failed: list[str] = []
     errors: list[str] = []

@@ -57,6 +57,9 @@ def test_schedulers_survive_a_primary_failover(
     }  # fmt: skip
     deadline = time.time() + 6
     workers = [worker(url, f"w{i}", deadline, replicas=i % 2) for i in range(3)]
+    # Each connects through the first primary, which may be the victim: kill it only once all
+    # are connected (on a busy machine, starting Python can take longer than the wait below).
+    assert all(w.stdout and w.stdout.readline() == b"ready\n" for w in workers)
     time.sleep(1.5)
     failover_cluster.kill(victim)
     seed = next(n for n in failover_cluster.nodes if n is not victim)
