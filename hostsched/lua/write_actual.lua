@@ -73,7 +73,8 @@ if sums then
   local foreign
   dropped, foreign = drop(KEYS[2], KEYS[5], sums, names)
   if not foreign and wk == 'hash' then
-    _, foreign = finish_releases(KEYS[8], KEYS[2], KEYS[5], sums)
+    local _, bad = finish_releases(KEYS[8], KEYS[2], KEYS[5], sums)
+    foreign = bad
   end
   if foreign then sums = nil end  -- (no summary: the next call finds the host corrupt)
 end
