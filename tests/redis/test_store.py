@@ -14,7 +14,8 @@ import redis
 import hostsched.store
 from hostsched.codec import BadValue, decode_actual, encode_actual
 from hostsched.model import Overcommit, Resources
-from hostsched.store import LockGrant, Store, WriteOutcome
+from hostsched.replies import LockGrant, WriteOutcome
+from hostsched.store import Store
 
 G = 1 << 30
 HOST = "hv-1"
@@ -280,6 +281,17 @@ def test_a_release_deferred_by_a_collect_is_done_by_any_write(store: Store) -> N
     assert store.release({HOST: ["web-1"]}) == {HOST: ("web-1",)}
     assert collect_reading(store, grant, 0, []).dropped == ()  # the release is not reconciling
     assert list(reservations(store)) == ["web-2"] and used_plus_reserved(store) == 500
+
+
+def test_a_reservation_made_after_its_id_was_released_is_kept(store: Store) -> None:
+    put_host(store)
+    reserve(store, ("web-1", Resources(3000)))
+    grant = store.acquire_locks([HOST], ttl=30)[HOST]
+    store.release({HOST: ["web-1"]})
+    store.client.hdel(store.keys.scheduled(HOST), "web-1")  # it expired meanwhile
+    assert reserve(store, ("web-1", Resources(1000))).status == "ok"  # a new one, after
+    assert collect_reading(store, grant, 0, []).status == "ok"
+    assert list(reservations(store)) == ["web-1"] and used_plus_reserved(store) == 1000
 
 
 def test_cleanup_does_a_deferred_release_once_the_lock_is_gone(store: Store) -> None:
