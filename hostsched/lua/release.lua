@@ -31,8 +31,10 @@ if redis.call('EXISTS', KEYS[8]) == 1 then
       waiting[#waiting + 1] = id
     end
   end
-  local ms = redis.call('PTTL', KEYS[2])
-  if #waiting > 0 and ms > 0 then redis.call('PEXPIRE', KEYS[7], ms) end
+  if #waiting > 0 then
+    local ms = redis.call('PTTL', KEYS[2])
+    if ms > 0 then redis.call('PEXPIRE', KEYS[7], ms) end
+  end
   return {waiting, ''}
 end
 local dropped, foreign = drop(KEYS[2], KEYS[3], sums, ARGV)

@@ -257,13 +257,20 @@ def collect_reading(store: Store, grant: LockGrant, used: int, names: list[str])
     return store.write_actual({HOST: (grant, body, names)}, resource_ttl=60)[HOST]
 
 
+def release_during_collect(store: Store, *others: tuple[str, Resources]) -> LockGrant:
+    """web-1 (3000m) and ``others`` reserved; a collect takes the lock and reads; web-1 is then
+    released (reported released). Returns the collect's grant."""
+    put_host(store)
+    reserve(store, ("web-1", Resources(3000)), *others)
+    grant = store.acquire_locks([HOST], ttl=30)[HOST]
+    assert store.release({HOST: ["web-1"]}) == {HOST: ("web-1",)}
+    return grant
+
+
 def test_a_release_during_a_collect_holds_the_room_until_its_write(store: Store) -> None:
     """The collect may have seen the instance: its room is not handed out before the write
     that counts it, whatever was deleted and released in between."""
-    put_host(store)
-    reserve(store, ("web-1", Resources(3000)))
-    grant = store.acquire_locks([HOST], ttl=30)[HOST]  # the collect reads web-1, running
-    assert store.release({HOST: ["web-1"]}) == {HOST: ("web-1",)}  # deleted, then released
+    grant = release_during_collect(store)  # the collect read web-1, which was then deleted
     assert reserve(store, ("web-2", Resources(3000))).status == "full"
     assert reserve(store, ("web-1", Resources(1000))).status == "full"  # not the same id here
     assert collect_reading(store, grant, 3000, ["web-1"]).dropped == ("web-1",)
@@ -275,19 +282,13 @@ def test_a_release_during_a_collect_holds_the_room_until_its_write(store: Store)
 
 
 def test_a_release_deferred_by_a_collect_is_done_by_any_write(store: Store) -> None:
-    put_host(store)
-    reserve(store, ("web-1", Resources(3000)), ("web-2", Resources(500)))
-    grant = store.acquire_locks([HOST], ttl=30)[HOST]  # this collect read before web-1 existed
-    assert store.release({HOST: ["web-1"]}) == {HOST: ("web-1",)}
+    grant = release_during_collect(store, ("web-2", Resources(500)))  # read before web-1 existed
     assert collect_reading(store, grant, 0, []).dropped == ()  # the release is not reconciling
     assert list(reservations(store)) == ["web-2"] and used_plus_reserved(store) == 500
 
 
 def test_a_reservation_made_after_its_id_was_released_is_kept(store: Store) -> None:
-    put_host(store)
-    reserve(store, ("web-1", Resources(3000)))
-    grant = store.acquire_locks([HOST], ttl=30)[HOST]
-    store.release({HOST: ["web-1"]})
+    grant = release_during_collect(store)
     store.client.hdel(store.keys.scheduled(HOST), "web-1")  # it expired meanwhile
     assert reserve(store, ("web-1", Resources(1000))).status == "ok"  # a new one, after
     assert collect_reading(store, grant, 0, []).status == "ok"
@@ -295,10 +296,7 @@ def test_a_reservation_made_after_its_id_was_released_is_kept(store: Store) -> N
 
 
 def test_cleanup_does_a_deferred_release_once_the_lock_is_gone(store: Store) -> None:
-    put_host(store)
-    reserve(store, ("web-1", Resources(3000)))
-    grant = store.acquire_locks([HOST], ttl=30)[HOST]
-    store.release({HOST: ["web-1"]})
+    grant = release_during_collect(store)
     assert store.cleanup([HOST], reservation_ttl=120)[HOST].remaining == 1  # still reading
     store.client.delete(store.keys.lock(HOST))  # the collector died and its lock expired
     assert store.cleanup([HOST], reservation_ttl=120)[HOST].remaining == 0
