@@ -23,11 +23,11 @@ if not generation then return {{}, ''} end
 if redis.call('EXISTS', KEYS[8]) == 1 then
   local releasing = kind(KEYS[7])
   if releasing ~= 'none' and releasing ~= 'hash' then return {{}, ''} end
-  local _, now = server_time()
+  local _, stamp = server_time()  -- (as reserve.lua stamps entries: finish_releases compares)
   local waiting = {}
   for _, id in ipairs(ARGV) do
     if redis.call('HEXISTS', KEYS[2], id) == 1 then
-      redis.call('HSET', KEYS[7], id, now)
+      redis.call('HSET', KEYS[7], id, stamp)
       waiting[#waiting + 1] = id
     end
   end

@@ -9,6 +9,7 @@ import pytest
 from hostsched import bench
 from hostsched.bench import BenchSettings, run_bench
 from hostsched.config import Config, RedisConfig
+from hostsched.connect import open_store_at
 from hostsched.keys import Keys
 from hostsched.model import Resources
 from hostsched.store import Store
@@ -31,7 +32,7 @@ def test_bench_counts_overcommitted_hosts(redis_url: str, monkeypatch) -> None: 
 
     def sabotage(job: bench._Worker, ready):  # type: ignore[no-untyped-def]
         outcome = original(job, ready)
-        store = Store.connect(job.url, keys=Keys(job.config.redis.prefix))
+        store = open_store_at(job.url, job.config.redis)
         store.client.hset(
             store.keys.scheduled(job.host_names[0]),
             "rogue",
