@@ -44,7 +44,7 @@ def host_keys(prefix: str, host: int) -> tuple[str, str]:
 
 def loop(url: str, call: str, calls: int, prefix: str, start: Any, results: Any) -> None:
     client = redis.Redis.from_url(url)
-    sha = client.script_load(BARE_RESERVE)
+    sha = client.script_load(BARE_RESERVE)  # (and the connection opened before the clock starts)
     me = secrets.token_hex(4)
     start.wait(60)
     latencies = []
