@@ -19,8 +19,7 @@
 local now = server_time()
 local has_actual = redis.call('EXISTS', KEYS[1])
 local generation = current_generation(KEYS[5])
-local sk, wk = kind(KEYS[2]), kind(KEYS[7])
-if not generation or (sk ~= 'none' and sk ~= 'hash') or (wk ~= 'none' and wk ~= 'hash') then
+if not generation or not usable(KEYS[2], 'hash') or not usable(KEYS[7], 'hash') then
   return {0, 0, 1, has_actual, ''}
 end
 local sums = load_sums(KEYS[2], KEYS[3], KEYS[4])
@@ -30,7 +29,7 @@ if not sums then
   return {removed, redis.call('HLEN', KEYS[2]), math.max(corrupt, 1), has_actual, ''}
 end
 local removed, foreign = expire(KEYS[2], KEYS[3], KEYS[4], sums, now, tonumber(ARGV[1]))
-if not foreign and wk == 'hash' and redis.call('EXISTS', KEYS[8]) == 0 then
+if not foreign and redis.call('EXISTS', KEYS[8]) == 0 then
   local released
   released, foreign = finish_releases(KEYS[7], KEYS[2], KEYS[3], sums)
   removed = removed + released

@@ -20,6 +20,12 @@ local DIMS = {'cpu', 'memory', 'disk', 'gpu'}
 
 local function kind(key) return redis.call('TYPE', key)['ok'] end
 
+-- Whether ``key`` can be used as a ``wanted`` (a type as kind names it): it is one, or none yet.
+local function usable(key, wanted)
+  local found = kind(key)
+  return found == 'none' or found == wanted
+end
+
 local function server_time()
   local t = redis.call('TIME')
   return tonumber(t[1]) + tonumber(t[2]) / 1000000,

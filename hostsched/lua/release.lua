@@ -21,8 +21,7 @@ if not sums then return {{}, ''} end
 local generation = current_generation(KEYS[5])
 if not generation then return {{}, ''} end
 if redis.call('EXISTS', KEYS[8]) == 1 then
-  local releasing = kind(KEYS[7])
-  if releasing ~= 'none' and releasing ~= 'hash' then return {{}, ''} end
+  if not usable(KEYS[7], 'hash') then return {{}, ''} end
   local _, stamp = server_time()  -- (as reserve.lua stamps entries: finish_releases compares)
   local waiting = {}
   for _, id in ipairs(ARGV) do

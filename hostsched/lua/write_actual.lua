@@ -31,15 +31,11 @@ end
 if not string.match(ARGV[1], '^%x+$') or string.sub(ARGV[4], 1, 1) ~= '{' then
   return redis.error_reply('write_actual: bad token or body')
 end
-local resource_kind = kind(KEYS[1])
-if resource_kind ~= 'none' and resource_kind ~= 'string' then return {'foreign', 0, ''} end
+if not usable(KEYS[1], 'string') then return {'foreign', 0, ''} end
 local generation = current_generation(KEYS[4])
 if not generation then return {'foreign', 0, ''} end
-local sk, rk, qk, nk = kind(KEYS[2]), kind(KEYS[5]), kind(KEYS[6]), kind(KEYS[7])
-local wk = kind(KEYS[8])
-if (sk ~= 'none' and sk ~= 'hash') or (rk ~= 'none' and rk ~= 'hash')
-    or (qk ~= 'none' and qk ~= 'list') or (nk ~= 'none' and nk ~= 'set')
-    or (wk ~= 'none' and wk ~= 'hash') then
+if not usable(KEYS[2], 'hash') or not usable(KEYS[5], 'hash') or not usable(KEYS[6], 'list')
+    or not usable(KEYS[7], 'set') or not usable(KEYS[8], 'hash') then
   return {'foreign', 0, ''}
 end
 -- Entries that do not parse are not ours to judge: the host stays corrupt, the write goes on.
@@ -72,7 +68,7 @@ local dropped = {}
 if sums then
   local foreign
   dropped, foreign = drop(KEYS[2], KEYS[5], sums, names)
-  if not foreign and wk == 'hash' then
+  if not foreign then
     local _, bad = finish_releases(KEYS[8], KEYS[2], KEYS[5], sums)
     foreign = bad
   end
