@@ -39,8 +39,8 @@ bench "1 process, 20 hosts" --hosts 20 --placements 8000
 bench "8 processes, 20 hosts" --hosts 20 --placements 8000 --processes 8
 # The floors under that case's p99, right after it: 8 bare redis-py loops of PING, and of the
 # barest reservation any design needs (a script that reads, checks and writes one host's hash).
-"$PY" docs/ping_tail.py --processes 8 --pings 1000
-"$PY" docs/ping_tail.py --processes 8 --pings 1000 --call reserve
+"$PY" docs/ping_tail.py --processes 8 --calls 1000
+"$PY" docs/ping_tail.py --processes 8 --calls 1000 --call reserve
 bench "8 processes, 20 hosts, best_fit" --hosts 20 --placements 8000 --processes 8 --strategy best_fit
 
 # The CLI: a whole `hostsched schedule` process on the embedded default (no Redis URL), and

@@ -6,7 +6,7 @@ and adds it to the sums, on 20 hosts in turn (no expiry, staleness, idempotency,
 summary, all of which hostsched's reserve.lua does). Prints one JSON line with the aggregate
 rate and the p50 and p99 per call, to set beside a bench's p99 per placement from the same
 minute.
-Usage: python docs/ping_tail.py [--processes 8] [--pings 1000] [--call ping|reserve]
+Usage: python docs/ping_tail.py [--processes 8] [--calls 1000] [--call ping|reserve]
        (HOSTSCHED_REDIS_URL)
 """
 
@@ -61,7 +61,7 @@ def loop(url: str, call: str, calls: int, prefix: str, start: Any, results: Any)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--processes", type=int, default=8)
-    parser.add_argument("--pings", type=int, default=1000, help="calls per process")
+    parser.add_argument("--calls", type=int, default=1000, help="calls per process")
     parser.add_argument("--call", choices=("ping", "reserve"), default="ping")
     args = parser.parse_args()
     url = os.environ["HOSTSCHED_REDIS_URL"]
@@ -73,7 +73,7 @@ def main() -> None:
     context = multiprocessing.get_context("fork")
     start, results = context.Barrier(args.processes + 1), context.Queue()
     children = [
-        context.Process(target=loop, args=(url, args.call, args.pings, prefix, start, results))
+        context.Process(target=loop, args=(url, args.call, args.calls, prefix, start, results))
         for _ in range(args.processes)
     ]
     try:
