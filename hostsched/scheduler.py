@@ -345,7 +345,7 @@ class Scheduler:
             wanted = ", ".join(f"{k}={v}" for k, v in sorted(request.labels.items()))
             return NoHostsError(f"no online host has the labels {wanted}")
         roomiest = max(
-            (h.candidate for h in matching), key=lambda c: (c.limit - c.load).cpu, default=None
+            (h for h in matching), key=lambda c: (c.limit - c.load).cpu, default=None
         )
         best = (
             f"; most free: {roomiest.name} with {describe(roomiest.limit - roomiest.load)}"

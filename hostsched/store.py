@@ -69,7 +69,7 @@ class Store:
         self.client = client  # a redis.Redis, or a redis.cluster.RedisCluster
         self.keys = keys
         self._channel = channel or Channel(client)
-        self._keys_of: dict[str, list[str]] = {}
+        self._keys_of: dict[str, tuple[str, ...]] = {}
 
     @property
     def is_cluster(self) -> bool:
@@ -169,15 +169,16 @@ class Store:
         """A new batch of commands for one round trip."""
         return Trip(self._channel, what)
 
-    def _host_keys(self, host: str) -> list[str]:
-        """KEYS of reserve, release and cleanup, in their order (built once per host)."""
+    def _host_keys(self, host: str) -> tuple[str, ...]:
+        """KEYS of reserve, release and cleanup, in their order (built once per host; a
+        tuple of strings, which the garbage collector stops tracking)."""
         found = self._keys_of.get(host)
         if found is None:
             k = self.keys
-            found = self._keys_of[host] = [
+            found = self._keys_of[host] = (
                 k.resource(host), k.scheduled(host), k.reserved(host), k.queue(host),
                 k.generation(host), k.names(host), k.releasing(host), k.lock(host),
-            ]  # fmt: skip
+            )  # fmt: skip
         return found
 
     # -- reads -----------------------------------------------------------------------------

@@ -28,7 +28,7 @@ DEFAULT_STRATEGY = "least_loaded"
 DEFAULT_WEIGHTS = (0.4, 0.4, 0.2)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Candidate:
     """A host as a strategy sees it: what it may hold and what it holds now."""
 

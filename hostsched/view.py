@@ -35,23 +35,26 @@ NEWS_PER_CHOICE = 2
 NEWS_SHARE_PER_CHOICE = 8
 
 
-@dataclass(frozen=True, slots=True)
-class ViewHost:
-    """One host as the view knows it."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ViewHost(Candidate):
+    """One host as the view knows it: a candidate for the strategies, and what makes it eligible."""
 
-    candidate: Candidate
     labels: Mapping[str, str]
     collected_at: float
     generation: int
 
-    @property
-    def name(self) -> str:
-        return self.candidate.name
 
-
-def view_host(name: str, summary: Summary) -> ViewHost:
-    candidate = Candidate(name, summary.limit, summary.used + summary.reserved, summary.instances)
-    return ViewHost(candidate, summary.labels, summary.collected_at, summary.generation)
+def view_host(name: str, summary: Summary, known: ViewHost | None = None) -> ViewHost:
+    """``summary`` as the view holds it. ``known``, the host's previous entry, lends its limit
+    if unchanged, so a change leaves two objects (host and load) for the garbage collector to
+    go over: on 10,000 hosts, collections cost a placement half what four objects cost."""
+    limit = summary.limit
+    if known is not None and known.limit == limit:
+        limit = known.limit
+    return ViewHost(
+        name, limit, summary.used + summary.reserved, summary.instances,
+        labels=summary.labels, collected_at=summary.collected_at, generation=summary.generation,
+    )  # fmt: skip
 
 
 OrderKey = Callable[[Candidate], Any]
@@ -77,12 +80,12 @@ class _Order:
     ) -> None:
         self._key = key
         self._salt = salt  # breaks ties differently in each process, so schedulers spread
-        self._entry = {h.name: (key(h.candidate), salt(h.name), h.name) for h in hosts}
+        self._entry = {h.name: (key(h), salt(h.name), h.name) for h in hosts}
         self._heap = list(self._entry.values())
         heapify(self._heap)
 
     def update(self, host: ViewHost) -> None:
-        entry = (self._key(host.candidate), self._salt(host.name), host.name)
+        entry = (self._key(host), self._salt(host.name), host.name)
         self._entry[host.name] = entry
         heap = self._heap
         if heap and heap[0][2] == host.name:  # (the host just chosen) its entry is replaced
@@ -153,9 +156,10 @@ class FleetView:
 
     def apply(self, name: str, summary: Summary) -> None:
         """Take a host's summary unless the view already has a newer one."""
-        if not self._is_news(name, summary.generation):
+        known = self.hosts.get(name)
+        if known is not None and summary.generation <= known.generation:
             return
-        host = view_host(name, summary)
+        host = view_host(name, summary, known)
         self.hosts[name] = host
         for order in self._orders.values():
             order.update(host)
@@ -239,17 +243,17 @@ class FleetView:
         fresh_since = self.now() - stale_after
         if strategy not in SCORES:
             self.catch_up()
-            return [h.candidate for h in self.hosts.values() if _eligible(h, labels, fresh_since)]
+            return [h for h in self.hosts.values() if _eligible(h, labels, fresh_since)]
         self.catch_up(NEWS_PER_CHOICE + len(self._news) // NEWS_SHARE_PER_CHOICE)
         order = self._order(strategy)
 
         def fits(host: ViewHost) -> bool:
-            return _eligible(host, labels, fresh_since) and host.candidate.has_room(request)
+            return _eligible(host, labels, fresh_since) and host.has_room(request)
 
         if count == 1 and strategy in REQUEST_FREE_SCORES:  # the best host is the answer
             best = self._best(order)
             if best is not None and fits(best):
-                return [best.candidate]
+                return [best]
         return self._walk(order, count + SPARE_CANDIDATES, fits)
 
     def _best(self, order: _Order) -> ViewHost | None:
@@ -270,7 +274,7 @@ class FleetView:
                 if name in news:
                     behind.append(name)
                 elif fits(host := self.hosts[name]):
-                    found.append(host.candidate)
+                    found.append(host)
                     if len(found) == size:
                         break
             names.close()  # puts back what was taken

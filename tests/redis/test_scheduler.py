@@ -73,7 +73,7 @@ def test_long_lived_scheduler_costs_one_round_trip_per_placement(store: Store) -
     scheduler.flush()  # the last change reaches the fleet view, and others see it
     other = Scheduler(config, store)
     other.schedule(cpu(1), dry_run=True)
-    assert sum(h.candidate.load.cpu for h in other.view.hosts.values()) == 21_000
+    assert sum(h.load.cpu for h in other.view.hosts.values()) == 21_000
 
 
 @pytest.mark.parametrize("strategy", ["least_loaded", "best_fit"])
