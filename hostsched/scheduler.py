@@ -101,6 +101,11 @@ class Scheduler:
     #: 8 schedulers on 20 hosts, five runs alternated: p99 2.45 ms with 0.5, 2.74 ms with 1
     #: (medians); refusals and final spread alike.
     NEWS_PER_PLACEMENT = 0.5
+    #: ... and also once this many hosts' summaries wait to be published (a large fleet, where
+    #: each placement changes another host): other schedulers' views stay that close to this
+    #: one's changes, and the summaries do not live long enough to cost the garbage collector
+    #: (10,000 hosts, one scheduler: 4.3 µs of collections per placement, 1.0 with 32).
+    PUBLISH_BACKLOG = 32
     #: A one-shot scheduler reads this many of the least and of the most loaded hosts (plus two
     #: per placement).
     ENDS = 32
@@ -260,7 +265,11 @@ class Scheduler:
             for host in replies
         } if replicas else {}  # fmt: skip
         wait = self.EXCHANGE_EVERY * (1 << self._exchange_doublings)
-        exchange = attempt.refused or time.monotonic() - self._last_exchange >= wait
+        exchange = (
+            attempt.refused
+            or time.monotonic() - self._last_exchange >= wait
+            or len(self._unpublished) >= self.PUBLISH_BACKLOG
+        )
         changes = self._queue_view_update(trip) if exchange else None
         trip.run()
         for host, reply in replies.items():

@@ -76,6 +76,24 @@ def test_long_lived_scheduler_costs_one_round_trip_per_placement(store: Store) -
     assert sum(h.load.cpu for h in other.view.hosts.values()) == 21_000
 
 
+def test_a_backlog_of_changed_hosts_is_published_without_waiting(store: Store) -> None:
+    """On a large fleet each placement changes another host: once PUBLISH_BACKLOG of them wait,
+    they go out with the next reservation, however recent the last exchange was."""
+    config = fleet_config(*(static(f"hv-{i:03d}", 8) for i in range(50)))
+    collect(config, store)
+    scheduler = Scheduler(config, store, long_lived=True)
+    scheduler.EXCHANGE_EVERY = 3600.0  # the clock alone would never publish
+    scheduler.PUBLISH_BACKLOG = 5
+    scheduler.prepare()
+    with round_trips() as sent:
+        for _ in range(6):  # five changed hosts wait, the sixth placement publishes them
+            scheduler.schedule(cpu(1))
+    assert sent[0] == 6
+    other = Scheduler(config, store)
+    other.schedule(cpu(1), dry_run=True)
+    assert sum(h.load.cpu for h in other.view.hosts.values()) == 5_000
+
+
 @pytest.mark.parametrize("strategy", ["least_loaded", "best_fit"])
 def test_reading_the_view_sorts_it_for_the_strategy_before_the_first_placement(
     store: Store, strategy: str
