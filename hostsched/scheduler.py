@@ -353,9 +353,7 @@ class Scheduler:
         if not matching:
             wanted = ", ".join(f"{k}={v}" for k, v in sorted(request.labels.items()))
             return NoHostsError(f"no online host has the labels {wanted}")
-        roomiest = max(
-            (h for h in matching), key=lambda c: (c.limit - c.load).cpu, default=None
-        )
+        roomiest = max(matching, key=lambda c: (c.limit - c.load).cpu, default=None)
         best = (
             f"; most free: {roomiest.name} with {describe(roomiest.limit - roomiest.load)}"
             if roomiest

@@ -156,10 +156,9 @@ class FleetView:
 
     def apply(self, name: str, summary: Summary) -> None:
         """Take a host's summary unless the view already has a newer one."""
-        known = self.hosts.get(name)
-        if known is not None and summary.generation <= known.generation:
+        if not self._is_news(name, summary.generation):
             return
-        host = view_host(name, summary, known)
+        host = view_host(name, summary, self.hosts.get(name))
         self.hosts[name] = host
         for order in self._orders.values():
             order.update(host)
