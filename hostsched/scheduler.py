@@ -102,10 +102,11 @@ class Scheduler:
     #: with 0.5 (medians; lower in 8 pairs), 11 % less CPU per placement; refusals (best_fit
     #: too) and final spread alike. Earlier, five runs: 2.45 ms with 0.5, 2.74 ms with 1.
     NEWS_PER_PLACEMENT = 0.25
-    #: ... and also once this many hosts' summaries wait to be published (a large fleet, where
-    #: each placement changes another host): other schedulers' views stay that close to this
-    #: one's changes, and the summaries do not live long enough to cost the garbage collector
-    #: (10,000 hosts, one scheduler: 4.3 µs of collections per placement, 1.0 with 32).
+    #: Hosts whose summaries may wait to be published before an exchange, whatever the wait (a
+    #: large fleet, where each placement changes another host): other schedulers' views stay
+    #: that close to this one's changes, and the summaries do not live long enough to cost the
+    #: garbage collector (10,000 hosts, one scheduler: 4.3 µs of collections per placement,
+    #: 1.0 with 32).
     PUBLISH_BACKLOG = 32
     #: A one-shot scheduler reads this many of the least and of the most loaded hosts (plus two
     #: per placement).
@@ -265,13 +266,7 @@ class Scheduler:
             host: self.store.queue_wait(trip, host, replicas, self.config.redis.timeout / 2)
             for host in replies
         } if replicas else {}  # fmt: skip
-        wait = self.EXCHANGE_EVERY * (1 << self._exchange_doublings)
-        exchange = (
-            attempt.refused
-            or time.monotonic() - self._last_exchange >= wait
-            or len(self._unpublished) >= self.PUBLISH_BACKLOG
-        )
-        changes = self._queue_view_update(trip) if exchange else None
+        changes = self._queue_view_update(trip) if self._exchange_due(attempt.refused) else None
         trip.run()
         for host, reply in replies.items():
             acked = waits[host].get() >= replicas if host in waits else None
@@ -281,6 +276,16 @@ class Scheduler:
         attempt.pending = [rid for rid in attempt.pending if rid not in attempt.done]
         if attempt.strategy == "round_robin" and chosen:
             self._cursor, self._cursor_dirty = chosen[-1][1], True
+
+    def _exchange_due(self, refused: bool) -> bool:
+        """Whether this reservation's round trip also exchanges news: after a refusal, once the
+        wait set by _pace_exchanges is over, or once PUBLISH_BACKLOG hosts wait to be published."""
+        wait = self.EXCHANGE_EVERY * (1 << self._exchange_doublings)
+        return (
+            refused
+            or time.monotonic() - self._last_exchange >= wait
+            or len(self._unpublished) >= self.PUBLISH_BACKLOG
+        )
 
     def _pace_exchanges(self, news: int, refused: bool) -> None:
         """Set the wait before the next exchange from what this one brought.
