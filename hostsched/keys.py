@@ -9,8 +9,8 @@ key                            holds                                            
 =============================  ==========================================================  =========
 ``P:resource:{H}``             actual resources of H (JSON, ``collected_at`` server time)  24 h
 ``P:resource:scheduled:{H}``   reservations on H by id (hash: id -> JSON)                  2 min
-``P:resource:{H}:reserved``    running sums of H's live reservations (hash)                2 min
-``P:resource:{H}:queue``       H's reservations in the order made (list of "time id")      2 min
+``P:resource:{H}:reserved``    running sums of H's live reservations (hash)                none (*)
+``P:resource:{H}:queue``       H's reservations in the order made (list of "time id")      none (*)
 ``P:resource:{H}:names``       names of H's instances (set), for reserve to look up        24 h
 ``P:resource:{H}:releasing``   reservations released during a collect: id -> release time  2 min
 ``P:resource:{H}:lock``        per-host collect lock (random token)                        30 s
@@ -22,6 +22,8 @@ key                            holds                                            
 ``P:{fleet}:load``             fleet view: host -> utilisation, to find the ends quickly    none
 ``P:placement:ID``             host of an explicit reservation id (``--id``; a hint only)  24 h
 =============================  ==========================================================  =========
+
+(*) Deleted by the first script to find H without reservations (a cleanup at the latest).
 
 Keys marked "a hint only" live outside the hosts' hash tags, so no script can change them with
 a host's keys. Nothing depends on them for correctness: the reserve script re-checks fit against

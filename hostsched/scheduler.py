@@ -70,6 +70,7 @@ class _Attempt:
     strategy: str
     pending: list[str]
     explicit: bool  # ids given by the caller, who may retry them: kept in the placement index
+    # (and looked up among the instances; drawn ids are new)
     known: dict[str, str]  # id -> host from the placement index, tried first
     done: dict[str, Placement] = field(default_factory=dict)
     placed_now: list[Placement] = field(default_factory=list)
@@ -252,6 +253,7 @@ class Scheduler:
                 items,
                 reservation_ttl=self.config.reservation_ttl,
                 stale_after=self.config.host_stale_after,
+                new_ids=not attempt.explicit,
             )
             for host, items in batches.items()
         }

@@ -320,9 +320,12 @@ class Store:
         *,
         reservation_ttl: float,
         stale_after: float,
+        new_ids: bool = False,
     ) -> Pending[ReserveOutcome]:
-        """Reserve ``items`` on ``host`` with one reserve.lua call: all fit, or none is made."""
-        args: list[object] = [reservation_ttl, stale_after]
+        """Reserve ``items`` on ``host`` with one reserve.lua call: all fit, or none is made.
+        ``new_ids``: the ids were drawn just now, so no instance can bear them: the script does
+        not look them up among the host's instance names."""
+        args: list[object] = [reservation_ttl, stale_after, "new" if new_ids else "given"]
         for reservation_id, amount in items:
             args += [reservation_id, amount.cpu, amount.memory, amount.disk, amount.gpu]
 
@@ -358,12 +361,18 @@ class Store:
         *,
         reservation_ttl: float,
         stale_after: float,
+        new_ids: bool = False,
     ) -> dict[str, ReserveOutcome]:
         """Reserve each host's batch with one reserve.lua call per host, all in one round trip."""
         trip = self.trip("Redis script reserve")
         pending = {
             host: self.queue_reserve(
-                trip, host, items, reservation_ttl=reservation_ttl, stale_after=stale_after
+                trip,
+                host,
+                items,
+                reservation_ttl=reservation_ttl,
+                stale_after=stale_after,
+                new_ids=new_ids,
             )
             for host, items in batches.items()
         }

@@ -10,11 +10,14 @@
 --                    O(entries) while it is small enough for Redis to keep it packed. An element
 --                    whose entry is gone (released, seen as an instance) or newer (the id was
 --                    reserved again) is passed over when it reaches the head.
--- and a generation counter (string) bumped by every change of the host's state, which orders
--- the fleet summaries built from it. If they disagree (an entry written or deleted behind our
--- back, a key lost), the sums and the queue are rebuilt from the entries. Beside the actual
--- resources (whose instance names come last), write_actual keeps those names in a set, so that
--- a reservation looks its ids up without reading them all.
+-- If they disagree (an entry written or deleted behind our back, a key lost), the sums and the
+-- queue are rebuilt from the entries. Only scheduled has a TTL (the reservations', refreshed by
+-- each reservation): the first call to find no entry deletes the other two (a cleanup at the
+-- latest), so a reservation pays for one key's TTL, not three.
+-- A generation counter (string), bumped by every change of the host's state, orders the fleet
+-- summaries built from it. Beside the actual resources (whose instance names come last),
+-- write_actual keeps those names in a set, so that a reservation looks its ids up without
+-- reading them all.
 
 local DIMS = {'cpu', 'memory', 'disk', 'gpu'}
 
@@ -183,8 +186,6 @@ local function rebuild(scheduled, reserved, queue, sums)
   redis.call('DEL', reserved, queue)
   write_sums(reserved, sums)
   call_in_chunks('RPUSH', queue, elements)
-  -- No TTL here: the next reservation sets all three, and once the entries are gone the first
-  -- call to see it (a cleanup at the latest) deletes the other two.
   return sums
 end
 

@@ -2,15 +2,17 @@
 --
 -- KEYS[1]  P:resource:{H}                actual resources of the host (JSON, version 1)
 -- KEYS[2]  P:resource:scheduled:{H}      reservations by id (hash: id -> JSON)
--- KEYS[3]  P:resource:{H}:reserved       running sums of the live reservations
--- KEYS[4]  P:resource:{H}:queue          reservations in the order made (list)
+-- KEYS[3]  P:resource:{H}:reserved       running sums of the live reservations (no TTL, see lib.lua)
+-- KEYS[4]  P:resource:{H}:queue          reservations in the order made (list, no TTL)
 -- KEYS[5]  P:resource:{H}:gen            generation of the host's state
--- KEYS[6]  P:resource:{H}:names          names of the instances on the host (set)
+-- KEYS[6]  P:resource:{H}:names          names of the instances on the host (set; see ARGV[3])
 -- KEYS[7]  P:resource:{H}:releasing      releases waiting for a collect's write (lib.lua)
 -- KEYS[8]  P:resource:{H}:lock           (not used here)
 -- ARGV[1]  reservation TTL in seconds (entries older than this no longer count)
 -- ARGV[2]  seconds after which the actual resources are stale
--- ARGV[3..] five per reservation: id, cpu millicores, memory bytes, disk bytes, gpus
+-- ARGV[3]  "new" if the scheduler drew the ids itself just now: no instance can bear them yet,
+--          so they are not looked up among the instance names; else "given"
+-- ARGV[4..] five per reservation: id, cpu millicores, memory bytes, disk bytes, gpus
 --
 -- Returns {status, summary, reason, n, n placed ids..., existing ids...}; status is one of
 --   ok       the batch is reserved (ids already held, or already instances, are "existing")
@@ -39,10 +41,13 @@ if now - host.collected_at > stale_after then
   return {'stale', summary(generation, host, sums), 'actual resources are stale', 0}
 end
 
-local is_instance = instance_test(host, KEYS[1], KEYS[6])
-if not is_instance then return {'corrupt', '', 'instance names are not a set', 0} end
+local is_instance = function() return false end  -- (ids drawn just now: see ARGV[3])
+if ARGV[3] ~= 'new' then
+  is_instance = instance_test(host, KEYS[1], KEYS[6])
+  if not is_instance then return {'corrupt', '', 'instance names are not a set', 0} end
+end
 local fresh, existing, wanted = {}, {}, {0, 0, 0, 0}
-for i = 3, #ARGV, 5 do
+for i = 4, #ARGV, 5 do
   local id = ARGV[i]
   local held = redis.call('HEXISTS', KEYS[2], id) == 1
   if held then
@@ -82,8 +87,7 @@ if #placed > 0 then
   for d = 1, 4 do sums[d] = sums[d] + wanted[d] end
   sums[5] = sums[5] + #placed
   write_sums(KEYS[3], sums)
-  local ms = math.ceil(ttl * 1000)
-  for k = 2, 4 do redis.call('PEXPIRE', KEYS[k], ms) end
+  redis.call('PEXPIRE', KEYS[2], math.ceil(ttl * 1000))
   generation = bump(KEYS[5], generation)
 end
 local reply = {'ok', summary(generation, host, sums), '', #placed}

@@ -12,7 +12,7 @@ from hostsched.errors import InsufficientResources, NoHostsError, UnknownHostErr
 from hostsched.model import HostStatus, Request, Resources
 from hostsched.scheduler import Scheduler
 from hostsched.store import Store
-from tests.redis.test_store import round_trips
+from tests.redis.test_store import put_host, round_trips
 
 G = 1 << 30
 
@@ -140,6 +140,17 @@ def test_retry_with_same_id_is_not_counted_twice(two_hosts: Scheduler) -> None:
     again = two_hosts.schedule(cpu(2), ids=["web-1"]).placements[0]
     assert again.existing and again.host == first.host
     assert reserved(two_hosts.store, "hv-a") | reserved(two_hosts.store, "hv-b") == {"web-1"}
+
+
+def test_only_given_ids_are_looked_up_among_the_instances(store: Store) -> None:
+    capacity = Resources(8000, 64 * G, 1000 * G)
+    put_host(store, "hv-a", capacity=capacity, names=("vm-1",))
+    scheduler = Scheduler(fleet_config(static("hv-a", 8)), store)
+    store.client.config_resetstat()
+    scheduler.schedule(cpu(1), count=2)  # drawn ids: no instance can bear them yet
+    assert "cmdstat_sismember" not in store.client.info("commandstats")
+    assert scheduler.schedule(cpu(1), ids=["vm-1"]).placements[0].existing
+    assert store.client.info("commandstats")["cmdstat_sismember"]["calls"] == 1
 
 
 def test_retry_from_another_process_finds_the_first_placement(two_hosts: Scheduler) -> None:

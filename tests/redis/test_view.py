@@ -121,6 +121,37 @@ def test_instances_are_looked_up_in_their_set_not_decoded(store: Store) -> None:
     assert reserve(store, ("other", Resources(1))).placed == ("other",)
 
 
+def test_ids_drawn_by_the_scheduler_are_not_looked_up_among_the_instances(store: Store) -> None:
+    """Ids the scheduler drew just now cannot be instances yet: their reserve skips the names
+    set, one key fewer for a placement to touch (on a large fleet, a key out of the caches)."""
+    put_host(store, capacity=Resources(10**6, 10**15, 10**15), names=("vm-1",))
+    store.client.config_resetstat()
+    drawn = store.reserve({HOST: [("vm-2", Resources(1))]}, reservation_ttl=60, stale_after=60,
+                          new_ids=True)[HOST]  # fmt: skip
+    assert drawn.placed == ("vm-2",)
+    assert "sismember" not in commands_run(store.client)
+    assert "type" not in commands_run(store.client)
+    # Given ids are looked up, as before.
+    assert reserve(store, ("vm-1", Resources(1))).existing == ("vm-1",)
+    assert commands_run(store.client)["sismember"] == 1
+
+
+def test_the_sums_and_queue_have_no_ttl_and_go_with_the_last_entry(store: Store) -> None:
+    """Only the entries' hash has a TTL; the first call to find no entry (here a cleanup)
+    deletes the sums and the queue."""
+    put_host(store)
+    reserve(store, ("a", Resources(1000)), ttl=0.05)
+    assert 0 < store.client.pttl(store.keys.scheduled(HOST)) <= 50
+    assert store.client.pttl(store.keys.reserved(HOST)) == -1
+    assert store.client.pttl(store.keys.queue(HOST)) == -1
+    time.sleep(0.1)
+    assert not store.client.exists(store.keys.scheduled(HOST))  # gone by its TTL
+    assert store.client.exists(store.keys.reserved(HOST), store.keys.queue(HOST)) == 2
+    store.cleanup([HOST], reservation_ttl=0.05)
+    assert not store.client.exists(store.keys.reserved(HOST), store.keys.queue(HOST))
+    assert sums(store) == Resources() and reserve(store, ("b", Resources(4000))).status == "ok"
+
+
 def test_a_record_with_a_long_head_is_read_whole(store: Store) -> None:
     """Labels of more than the first read (4 KiB) put the names out of its reach: the record is
     then read and decoded whole, and reserve still answers right."""
