@@ -140,12 +140,12 @@ class _PingBursts:
         self._due = PING_EVERY
         tally = self.tally
         cpu, burst = _cpu_seconds(), time.perf_counter()
-        server = server_cpu_seconds(self._store)[0]
+        server = server_cpu_seconds(self._store)
         began = time.perf_counter()
         for _ in range(PING_BURST):
             self._client.ping()
         tally.seconds += time.perf_counter() - began
-        tally.server_seconds += server_cpu_seconds(self._store)[0] - server
+        tally.server_seconds += server_cpu_seconds(self._store) - server
         tally.cpu_seconds += _cpu_seconds() - cpu
         tally.burst_seconds += time.perf_counter() - burst
         tally.count += PING_BURST
@@ -199,15 +199,13 @@ def _cpu_seconds() -> float:
     return times.user + times.system
 
 
-def server_cpu_seconds(store: Store) -> tuple[float, int]:
-    """CPU time the servers have used (INFO cpu, summed over a cluster's primaries), and
-    how many primaries there are."""
+def server_cpu_seconds(store: Store) -> float:
+    """CPU time the servers have used (INFO cpu, summed over a cluster's primaries)."""
     total = 0.0
-    primaries = store.primaries()
-    for node in primaries:
+    for node in store.primaries():
         info = node.info("cpu")
         total += float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-    return total, len(primaries)
+    return total
 
 
 def _check_replicas(store: Store, wanted: int) -> None:
@@ -230,12 +228,17 @@ def _child(job: _Worker, start: Any, results: Any) -> None:
         raise
 
 
-def _run_workers(jobs: Sequence[_Worker]) -> tuple[list[_Outcome], float]:
-    """Run the jobs (in processes if more than one) from a common start; outcomes, seconds."""
+def _run_workers(jobs: Sequence[_Worker], store: Store) -> tuple[list[_Outcome], float, float]:
+    """Run the jobs (in processes if more than one) from a common start, once every view is
+    read; their outcomes, and the seconds and server CPU seconds from that start to the end."""
     if len(jobs) == 1:
-        began: list[float] = []  # timing starts once the view is read, as with processes
-        outcome = _work(jobs[0], lambda: began.append(time.perf_counter()))
-        return [outcome], time.perf_counter() - began[0]
+        began: list[float] = []
+
+        def begin() -> None:
+            began[:] = [time.perf_counter(), server_cpu_seconds(store)]
+
+        outcome = _work(jobs[0], begin)
+        return [outcome], time.perf_counter() - began[0], server_cpu_seconds(store) - began[1]
     context = multiprocessing.get_context("fork")
     start = context.Barrier(len(jobs) + 1)
     results = context.Queue()
@@ -244,9 +247,10 @@ def _run_workers(jobs: Sequence[_Worker]) -> tuple[list[_Outcome], float]:
         child.start()
     try:
         start.wait(START_TIMEOUT)
-        started = time.perf_counter()
+        started, server_before = time.perf_counter(), server_cpu_seconds(store)
         outcomes = [results.get(timeout=3600) for _ in children]
         seconds = time.perf_counter() - started
+        server_cpu = server_cpu_seconds(store) - server_before
     finally:
         for child in children:
             child.join(10)
@@ -255,7 +259,7 @@ def _run_workers(jobs: Sequence[_Worker]) -> tuple[list[_Outcome], float]:
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             raise outcome
-    return outcomes, seconds
+    return outcomes, seconds, server_cpu
 
 
 def _per(seconds: float, placements: int) -> float:
@@ -391,9 +395,8 @@ def run_bench(config: Config, url: str, settings: BenchSettings) -> BenchResult:
             # Several processes: a second of PINGs before they start; one: PINGs between its
             # placements (a second after them if it made none).
             baseline = None if alone else ping_rate(store)
-            server_before, primaries = server_cpu_seconds(store)
-            outcomes, seconds = _run_workers(jobs)
-            server_cpu = server_cpu_seconds(store)[0] - server_before
+            outcomes, seconds, server_cpu = _run_workers(jobs, store)
+            primaries = len(store.primaries())
             tally = outcomes[0].pings
             if tally and tally.count:
                 baseline = tally.count / tally.seconds

@@ -66,6 +66,32 @@ def test_a_lone_scheduler_is_measured_against_pings_between_its_placements(
     assert several.placements == 20 and several.baseline_ping_per_second == 1.0
 
 
+@pytest.mark.parametrize("processes", [1, 2])
+def test_server_cpu_is_counted_from_the_start_not_over_the_view_reads(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, processes: int
+) -> None:
+    """The placements' server CPU starts once every scheduler has read its view (as their
+    seconds and client CPU do): on a large fleet the reads would otherwise dominate it."""
+    clock = "hostsched:test:server-cpu"  # a server CPU clock that only the view reads advance
+
+    def server_cpu(store: Store) -> float:
+        return float(store.client.get(clock) or 0)
+
+    monkeypatch.setattr(bench, "server_cpu_seconds", server_cpu)
+    prepare = bench.Scheduler.prepare
+
+    def reading(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if not self.view.synced:  # the first call reads the whole view
+            self.store.client.incrbyfloat(clock, 1000.0)
+        return prepare(self, *args, **kwargs)
+
+    monkeypatch.setattr(bench.Scheduler, "prepare", reading)
+    config = Config(redis=RedisConfig(url=redis_url))
+    settings = BenchSettings(hosts=3, placements=20, processes=processes)
+    result = run_bench(config, redis_url, settings)
+    assert result.placements == 20 and result.server_cpu_us_per_placement == 0.0
+
+
 def test_host_size_leaves_headroom() -> None:
     settings = BenchSettings(hosts=10, placements=10_000, request=Resources(2000, 1 << 30))
     size = bench.host_size(settings)
