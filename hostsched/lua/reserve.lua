@@ -2,7 +2,7 @@
 --
 -- KEYS[1]  P:resource:{H}                actual resources of the host (JSON, version 1)
 -- KEYS[2]  P:resource:scheduled:{H}      reservations by id (hash: id -> JSON)
--- KEYS[3]  P:resource:{H}:reserved       running sums of the live reservations (no TTL, see lib.lua)
+-- KEYS[3]  P:resource:{H}:reserved       running sums of the live reservations (no TTL: lib.lua)
 -- KEYS[4]  P:resource:{H}:queue          reservations in the order made (list, no TTL)
 -- KEYS[5]  P:resource:{H}:gen            generation of the host's state
 -- KEYS[6]  P:resource:{H}:names          names of the instances on the host (set; see ARGV[3])
