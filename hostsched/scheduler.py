@@ -69,8 +69,9 @@ class _Attempt:
     request: Request
     strategy: str
     pending: list[str]
-    explicit: bool  # ids given by the caller, who may retry them: kept in the placement index
-    # (and looked up among the instances; drawn ids are new)
+    # Ids given by the caller, who may retry them: kept in the placement index, and looked up
+    # among the instances (drawn ids are new).
+    explicit: bool
     known: dict[str, str]  # id -> host from the placement index, tried first
     done: dict[str, Placement] = field(default_factory=dict)
     placed_now: list[Placement] = field(default_factory=list)
