@@ -14,7 +14,7 @@ import redis
 import hostsched.store
 from hostsched.codec import BadValue, decode_actual, encode_actual
 from hostsched.model import Overcommit, Resources
-from hostsched.replies import LockGrant, WriteOutcome
+from hostsched.replies import LockGrant, ReserveOutcome, WriteOutcome
 from hostsched.store import Store
 
 G = 1 << 30
@@ -40,8 +40,15 @@ def put_host(
     assert outcome.status == "ok"
 
 
-def reserve(store: Store, *items: tuple[str, Resources], ttl: float = 120, stale: float = 300):
-    return store.reserve({HOST: list(items)}, reservation_ttl=ttl, stale_after=stale)[HOST]
+def reserve(
+    store: Store,
+    *items: tuple[str, Resources],
+    ttl: float = 120,
+    stale: float = 300,
+    new_ids: bool = False,
+) -> ReserveOutcome:
+    batches = {HOST: list(items)}
+    return store.reserve(batches, reservation_ttl=ttl, stale_after=stale, new_ids=new_ids)[HOST]
 
 
 def reservations(store: Store, host: str = HOST) -> dict[str, dict[str, float]]:

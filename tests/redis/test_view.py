@@ -126,9 +126,7 @@ def test_ids_drawn_by_the_scheduler_are_not_looked_up_among_the_instances(store:
     set, one key fewer for a placement to touch (on a large fleet, a key out of the caches)."""
     put_host(store, capacity=Resources(10**6, 10**15, 10**15), names=("vm-1",))
     store.client.config_resetstat()
-    drawn = store.reserve({HOST: [("vm-2", Resources(1))]}, reservation_ttl=60, stale_after=60,
-                          new_ids=True)[HOST]  # fmt: skip
-    assert drawn.placed == ("vm-2",)
+    assert reserve(store, ("vm-2", Resources(1)), new_ids=True).placed == ("vm-2",)
     assert "sismember" not in commands_run(store.client)
     assert "type" not in commands_run(store.client)
     # Given ids are looked up, as before.

@@ -160,7 +160,6 @@ def test_window_follows_updates_and_ignores_older_generations() -> None:
     assert len(order._heap) <= 2 * len(fleet.hosts) + 64 + 1
 
 
-
 def test_a_host_keeps_its_limit_object_while_the_limit_is_unchanged() -> None:
     """Each update keeps as few new objects as it can (a large view pays for each in garbage
     collection): an unchanged limit is the one the view already holds."""
@@ -171,6 +170,7 @@ def test_a_host_keeps_its_limit_object_while_the_limit_is_unchanged() -> None:
     bigger = replace(summary(2000, gen=3), limit=Resources(16_000, 8 * G, 100 * G))
     fleet.apply("a", bigger)
     assert fleet.hosts["a"].limit == Resources(16_000, 8 * G, 100 * G)
+
 
 @pytest.mark.parametrize("strategy", sorted(SCORES))
 def test_an_order_sorted_in_advance_chooses_as_one_sorted_on_demand(strategy: str) -> None:
