@@ -228,17 +228,24 @@ def _child(job: _Worker, start: Any, results: Any) -> None:
         raise
 
 
+def _mark(store: Store) -> tuple[float, float]:
+    """Now, by the wall clock and by the servers' CPU seconds."""
+    return time.perf_counter(), server_cpu_seconds(store)
+
+
+def _since(mark: tuple[float, float], store: Store) -> tuple[float, float]:
+    """Seconds, and servers' CPU seconds, since ``mark``."""
+    now = _mark(store)
+    return now[0] - mark[0], now[1] - mark[1]
+
+
 def _run_workers(jobs: Sequence[_Worker], store: Store) -> tuple[list[_Outcome], float, float]:
     """Run the jobs (in processes if more than one) from a common start, once every view is
     read; their outcomes, and the seconds and server CPU seconds from that start to the end."""
     if len(jobs) == 1:
-        began: list[float] = []
-
-        def begin() -> None:
-            began[:] = [time.perf_counter(), server_cpu_seconds(store)]
-
-        outcome = _work(jobs[0], begin)
-        return [outcome], time.perf_counter() - began[0], server_cpu_seconds(store) - began[1]
+        began: list[tuple[float, float]] = []
+        outcome = _work(jobs[0], lambda: began.append(_mark(store)))
+        return [outcome], *_since(began[0], store)
     context = multiprocessing.get_context("fork")
     start = context.Barrier(len(jobs) + 1)
     results = context.Queue()
@@ -247,10 +254,9 @@ def _run_workers(jobs: Sequence[_Worker], store: Store) -> tuple[list[_Outcome],
         child.start()
     try:
         start.wait(START_TIMEOUT)
-        started, server_before = time.perf_counter(), server_cpu_seconds(store)
+        mark = _mark(store)
         outcomes = [results.get(timeout=3600) for _ in children]
-        seconds = time.perf_counter() - started
-        server_cpu = server_cpu_seconds(store) - server_before
+        seconds, server_cpu = _since(mark, store)
     finally:
         for child in children:
             child.join(10)

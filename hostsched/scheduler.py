@@ -107,8 +107,8 @@ class Scheduler:
     #: Hosts whose summaries may wait to be published before an exchange, whatever the wait (a
     #: large fleet, where each placement changes another host): other schedulers' views stay
     #: that close to this one's changes, and the summaries do not live long enough to cost the
-    #: garbage collector (10,000 hosts, one scheduler: 4.3 µs of collections per placement,
-    #: 1.0 with 32).
+    #: garbage collector (10,000 hosts, one scheduler: 4.3-5.6 µs of collections per placement
+    #: without it, 1.0-1.4 with 32).
     PUBLISH_BACKLOG = 32
     #: A one-shot scheduler reads this many of the least and of the most loaded hosts (plus two
     #: per placement).
