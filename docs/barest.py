@@ -1,4 +1,4 @@
-"""The floor under the 10,000 ÷ 10-host rate: the barest placement loop, at both sizes.
+"""The least that 10,000 hosts cost: the barest placement loop, at 10 and 10,000 hosts.
 
 One process, one placement per round trip, on a raw socket read with hiredis (none of
 hostsched's code but its RESP packer): a reserve script on the host's own keys, pipelined with

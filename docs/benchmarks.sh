@@ -34,7 +34,7 @@ print(json.dumps({"case": "1 process, 10000 hosts vs 10 hosts, by round",
                   "ratio": round(statistics.median(ratios), 3),
                   "ratios": [round(r, 3) for r in ratios]}))
 PY
-# The floor under that rate: a bare placement loop at both sizes, with nothing but what any
+# The bound over that rate: a bare placement loop at both sizes, with nothing but what any
 # design needs, then with the per-host keys hostsched keeps (docs/barest.py).
 "$PY" docs/barest.py --pairs 4
 bench "--count 100, 20 hosts" --hosts 20 --placements 10000 --count 100
