@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -126,3 +129,30 @@ def test_bench_refuses_to_wait_for_replicas_that_are_not_there(redis_url: str) -
     with pytest.raises(UsageError, match="0 connected replicas"):
         run_bench(config, redis_url, BenchSettings(hosts=2, placements=4, wait_replicas=1))
     assert Store.connect(redis_url, keys=Keys("hostsched")).client.keys("*") == []
+
+
+def _bare_loop() -> ModuleType:
+    """docs/barest.py, the bound set beside bench's size figures (a script, not a module)."""
+    path = Path(__file__).parents[2] / "docs" / "barest.py"
+    spec = importlib.util.spec_from_file_location("barest", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("variant", ["barest", "+ changes", "+ keys"])
+def test_the_bare_loop_fits_every_placement_and_removes_its_keys(
+    redis_url: str, store: Store, variant: str
+) -> None:
+    """The bare loop's fleet holds all its placements, as bench's does (a refusal is cheaper
+    than a placement, so refusals would flatter the small fleet), and it leaves nothing."""
+    barest = _bare_loop()
+    store.client.set("hostsched:resource:{real}", "untouched")
+    conn = barest.Connection(redis_url)
+    try:
+        for hosts in (10, 300):
+            assert barest.run(conn, variant, hosts, 1000) > 0
+    finally:
+        conn.close()
+    assert store.client.keys("*") == [b"hostsched:resource:{real}"]
