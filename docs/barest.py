@@ -1,10 +1,10 @@
 """The least that 10,000 hosts cost: the barest placement loop, at 10 and 10,000 hosts.
 
 One process, one placement per round trip, on a raw socket read with hiredis (none of
-hostsched's code but its RESP packer): a reserve script on the host's own keys, pipelined with
-the publishing of the host's new load to a fleet index. The client picks the least loaded host
-from a heap. No expiry, staleness, idempotency, validation, labels or summaries, all of which
-hostsched does. Three variants:
+hostsched's code but its RESP packer and bench's fleet sizing): a reserve script on the host's
+own keys, pipelined with the publishing of the host's new load to a fleet index. The client
+picks the least loaded host from a heap. No expiry, staleness, idempotency, validation, labels
+or summaries, all of which hostsched does. Three variants:
 
 - ``barest``: two keys per host (the record, and one hash with the entries and their sum);
   publishing is a HSET and a ZADD.
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import heapq
 import json
-import math
 import os
 import random
 import secrets
@@ -34,7 +33,9 @@ from typing import Any
 import hiredis
 import redis
 
+from hostsched.bench import BenchSettings, host_size
 from hostsched.channel import pack
+from hostsched.model import Resources
 
 BAREST = """
 local limit = tonumber(redis.call('GET', KEYS[1]))
@@ -97,7 +98,8 @@ def run(conn: Connection, variant: str, hosts: int, placements: int) -> float:
     """Placements per second of ``variant`` on a fresh fleet of ``hosts``, sized as bench
     sizes its fleet: every placement fits, with half as much room again to spare."""
     script, key_count, indexes = VARIANTS[variant]
-    limit = max(64, math.ceil(1.5 * placements / hosts)) * REQUEST
+    settings = BenchSettings(hosts=hosts, placements=placements, request=Resources(cpu=REQUEST))
+    limit = host_size(settings).cpu
     sha = conn.trip([("SCRIPT", "LOAD", script)])[0]
     prefix = f"barest:{secrets.token_hex(4)}"
     names = [f"h{i:05d}" for i in range(hosts)]
