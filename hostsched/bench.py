@@ -229,14 +229,16 @@ def _child(job: _Worker, start: Any, results: Any) -> None:
 
 
 def _mark(store: Store) -> tuple[float, float]:
-    """Now, by the wall clock and by the servers' CPU seconds."""
-    return time.perf_counter(), server_cpu_seconds(store)
+    """Now, by the wall clock and by the servers' CPU seconds (read first, so that the wall
+    clock does not time the INFO round trip)."""
+    server = server_cpu_seconds(store)
+    return time.perf_counter(), server
 
 
 def _since(mark: tuple[float, float], store: Store) -> tuple[float, float]:
-    """Seconds, and servers' CPU seconds, since ``mark``."""
-    now = _mark(store)
-    return now[0] - mark[0], now[1] - mark[1]
+    """Seconds, and servers' CPU seconds, since ``mark`` (the clock read first, as above)."""
+    seconds = time.perf_counter() - mark[0]
+    return seconds, server_cpu_seconds(store) - mark[1]
 
 
 def _run_workers(jobs: Sequence[_Worker], store: Store) -> tuple[list[_Outcome], float, float]:

@@ -56,6 +56,14 @@ def reservations(store: Store, host: str = HOST) -> dict[str, dict[str, float]]:
     return {k.decode(): json.loads(v) for k, v in raw.items()}
 
 
+def commands_run(client: redis.Redis) -> dict[str, int]:
+    """Calls of each command since the server's stats were reset (INFO commandstats)."""
+    return {
+        name.removeprefix("cmdstat_"): stats["calls"]
+        for name, stats in client.info("commandstats").items()
+    }
+
+
 @contextmanager
 def round_trips() -> Iterator[list[int]]:
     """Count requests sent to the server (a pipeline is one)."""

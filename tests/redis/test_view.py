@@ -6,7 +6,6 @@ import json
 import time
 
 import pytest
-import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,7 +16,7 @@ from hostsched.replies import Published
 from hostsched.scheduler import Scheduler
 from hostsched.store import Store
 from tests.redis.test_scheduler import cpu, fleet_config, static
-from tests.redis.test_store import HOST, G, put_host, reservations, reserve
+from tests.redis.test_store import HOST, G, commands_run, put_host, reservations, reserve
 
 
 def sums(store: Store, host: str = HOST) -> Resources:
@@ -31,13 +30,6 @@ def entries_total(store: Store, host: str = HOST) -> Resources:
         entry = json.loads(value)
         total = total + Resources(entry["cpu"], entry["memory"], entry["disk"], entry["gpu"])
     return total
-
-
-def commands_run(client: redis.Redis) -> dict[str, int]:
-    return {
-        name.removeprefix("cmdstat_"): stats["calls"]
-        for name, stats in client.info("commandstats").items()
-    }
 
 
 def test_sums_follow_reserve_release_expiry_and_reconciliation(store: Store) -> None:
