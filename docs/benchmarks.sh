@@ -78,14 +78,14 @@ python3 -m venv "$dir/venv"
 for n in 10 10000; do
   "$PY" - "$n" <<'PY'
 import sys
-from hostsched.bench import _populate
+from hostsched.bench import populate
 from hostsched.connect import open_store
 from hostsched.config import Config, RedisConfig
 from hostsched.model import Resources
 n = int(sys.argv[1])
 import os
 store = open_store(Config(redis=RedisConfig(url=os.environ["HOSTSCHED_REDIS_URL"], prefix=f"cli{n}")))
-_populate(store, [f"hv-{i:05d}" for i in range(n)], Resources(64000, 256 << 30, 2 << 40), ttl=3600)
+populate(store, [f"hv-{i:05d}" for i in range(n)], Resources(64000, 256 << 30, 2 << 40), ttl=3600)
 PY
   printf 'redis:\n  prefix: cli%s\n' "$n" > "$dir/c$n.yaml"
 done

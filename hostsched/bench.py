@@ -306,7 +306,9 @@ def host_size(settings: BenchSettings) -> Resources:
     )
 
 
-def _populate(store: Store, names: Sequence[str], size: Resources, ttl: int) -> None:
+def populate(store: Store, names: Sequence[str], size: Resources, ttl: int) -> None:
+    """Store idle hosts of ``size`` under ``names``, as collect stores them (``ttl`` seconds):
+    bench's fleet, and that of the loops in docs/ that it is compared with."""
     body = encode_actual(
         capacity=size, used=Resources(), overcommit=Overcommit(), labels={}, names=()
     )
@@ -391,7 +393,7 @@ def run_bench(config: Config, url: str, settings: BenchSettings) -> BenchResult:
     names = tuple(f"bench-{i:05d}" for i in range(settings.hosts))
     with translated("bench"):
         try:
-            _populate(store, names, host_size(settings), ttl=3600)
+            populate(store, names, host_size(settings), ttl=3600)
             calls = max(1, settings.placements // settings.count)
             shares = [calls // settings.processes + (i < calls % settings.processes)
                       for i in range(settings.processes)]  # fmt: skip

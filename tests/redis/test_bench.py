@@ -11,6 +11,7 @@ import pytest
 
 from hostsched import bench
 from hostsched.bench import BenchSettings, run_bench
+from hostsched.codec import decode_summary
 from hostsched.config import Config, RedisConfig
 from hostsched.connect import open_store_at
 from hostsched.keys import Keys
@@ -131,10 +132,11 @@ def test_bench_refuses_to_wait_for_replicas_that_are_not_there(redis_url: str) -
     assert Store.connect(redis_url, keys=Keys("hostsched")).client.keys("*") == []
 
 
-def _bare_loop() -> ModuleType:
-    """docs/barest.py, the bound set beside bench's size figures (a script, not a module)."""
-    path = Path(__file__).parents[2] / "docs" / "barest.py"
-    spec = importlib.util.spec_from_file_location("barest", path)
+def _bare_loop(name: str = "barest") -> ModuleType:
+    """docs/barest.py (or another of docs' loops), the bounds set beside bench's size figures
+    (a script, not a module)."""
+    path = Path(__file__).parents[2] / "docs" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -155,4 +157,28 @@ def test_the_bare_loop_fits_every_placement_and_removes_its_keys(
             assert barest.run(conn, variant, hosts, 1000) > 0
     finally:
         conn.close()
+    assert store.client.keys("*") == [b"hostsched:resource:{real}"]
+
+
+@pytest.mark.parametrize("publish", [False, True])
+def test_the_lean_loop_places_with_hostscheds_scripts_and_publishes_as_it_does(
+    redis_url: str, store: Store, publish: bool
+) -> None:
+    """docs/lean.py: every placement fits, the fleet view then holds every host's reservations
+    when it publishes (none when it does not), and it leaves nothing behind."""
+    lean = _bare_loop("lean")
+    store.client.set("hostsched:resource:{real}", "untouched")
+    loop = lean.Loop(redis_url, 40, 100, publish=publish)
+    try:
+        for _ in range(100):
+            loop.place()
+        loop.flush()
+        view = loop.store.client.hgetall(loop.store.keys.fleet_summary)
+        published = sum(decode_summary(body).reserved.cpu for body in view.values())
+        assert len(view) == 40
+        assert published == (100 * lean.REQUEST.cpu if publish else 0)
+        held = loop.store.read_fleet([f"lean-{i:05d}" for i in range(40)]).hosts
+        assert sum(len(host.reservations) for host in held) == 100
+    finally:
+        loop.close()
     assert store.client.keys("*") == [b"hostsched:resource:{real}"]
