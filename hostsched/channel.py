@@ -96,8 +96,10 @@ BUSY_WAIT_US = 200
 #: 10,000 hosts (median 1.025) and 0.98-1.17 x on 10 (median 1.08), in 6 runs of alternating
 #: blocks at each size (a slow to middling phase).
 MAX_SKIP_DOUBLINGS = 10
-#: A yield of the core that lasted longer than this (seconds) ran another process.
+#: A yield of the core that lasted longer than this (seconds) ran another process; _poll
+#: then returns _CORE_TAKEN.
 _TAKEN = 20e-6
+_CORE_TAKEN = -1
 _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 #: How often (seconds) polling asks whether the machine has a core to spare (see _Load).
 LOAD_EVERY = 0.01
@@ -197,10 +199,6 @@ class _Replies:
             self._skip -= 1
         received: int = self.sock.recv_into(buffer)
         return received
-
-
-#: What _poll returns when another process took the core.
-_CORE_TAKEN = -1
 
 
 def _poll(sock: socket.socket, buffer: bytes, seconds: float) -> int | None:

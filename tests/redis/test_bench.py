@@ -132,9 +132,9 @@ def test_bench_refuses_to_wait_for_replicas_that_are_not_there(redis_url: str) -
     assert Store.connect(redis_url, keys=Keys("hostsched")).client.keys("*") == []
 
 
-def _bare_loop(name: str = "barest") -> ModuleType:
-    """docs/barest.py (or another of docs' loops), the bounds set beside bench's size figures
-    (a script, not a module)."""
+def _docs_loop(name: str = "barest") -> ModuleType:
+    """A loop of docs/ (barest.py, lean.py): the bounds set beside bench's size figures (a
+    script, not a module)."""
     path = Path(__file__).parents[2] / "docs" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
@@ -149,7 +149,7 @@ def test_the_bare_loop_fits_every_placement_and_removes_its_keys(
 ) -> None:
     """The bare loop's fleet holds all its placements, as bench's does (a refusal is cheaper
     than a placement, so refusals would flatter the small fleet), and it leaves nothing."""
-    barest = _bare_loop()
+    barest = _docs_loop()
     store.client.set("hostsched:resource:{real}", "untouched")
     conn = barest.Connection(redis_url)
     try:
@@ -166,7 +166,7 @@ def test_the_lean_loop_places_with_hostscheds_scripts_and_publishes_as_it_does(
 ) -> None:
     """docs/lean.py: every placement fits, the fleet view then holds every host's reservations
     when it publishes (none when it does not), and it leaves nothing behind."""
-    lean = _bare_loop("lean")
+    lean = _docs_loop("lean")
     store.client.set("hostsched:resource:{real}", "untouched")
     loop = lean.Loop(redis_url, 40, 100, publish=publish)
     try:
