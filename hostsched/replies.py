@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from hostsched.codec import BadValue, Summary, encode_summary, summary_from_state
 from hostsched.model import Resources
-from hostsched.strategies import DEFAULT_WEIGHTS, Candidate, utilisation
+from hostsched.strategies import DEFAULT_WEIGHTS, weighted_use
 from hostsched.wire import Pending, reply_or_raise, text, wrong_type
 
 T = TypeVar("T")
@@ -56,8 +56,14 @@ class Published:
     def load(self) -> float:
         """The host's place in the view's load index: utilisation by the default weights."""
         summary = self.summary
-        host = Candidate(self.host, summary.limit, summary.used + summary.reserved)
-        return utilisation(host, DEFAULT_WEIGHTS)
+        used, reserved = summary.used, summary.reserved
+        return weighted_use(
+            summary.limit,
+            used.cpu + reserved.cpu,
+            used.memory + reserved.memory,
+            used.disk + reserved.disk,
+            DEFAULT_WEIGHTS,
+        )
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from hostsched.codec import Summary
 from hostsched.model import Resources
+from hostsched.replies import Published
 from hostsched.strategies import (
+    DEFAULT_WEIGHTS,
     REQUEST_FREE_SCORES,
     SCORES,
     STRATEGY_NAMES,
@@ -170,3 +173,16 @@ def test_request_free_scores_do_not_depend_on_the_request(
     assert score(candidate, Context(request=Resources())) == score(
         candidate, Context(request=Resources(want_cpu, want_mem))
     )
+
+
+amounts = st.builds(Resources, *[st.integers(0, 2**50)] * 4)
+
+
+@given(amounts, amounts, amounts)
+def test_a_published_hosts_load_is_its_utilisation_by_the_default_weights(
+    limit: Resources, used: Resources, reserved: Resources
+) -> None:
+    """The view's load index orders hosts as least_loaded does with the default weights."""
+    summary = Summary(1, 0.0, limit, used, reserved, 0, {})
+    held = Candidate("h", limit, used + reserved)
+    assert Published("h", summary).load == utilisation(held, DEFAULT_WEIGHTS)
