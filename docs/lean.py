@@ -1,12 +1,13 @@
 """hostsched's own scripts under the leanest client: what 10,000 hosts cost them.
 
-One process drives hostsched's reserve.lua, and view.lua's exchanges or not, through
-hostsched's channel, choosing the least loaded host from a heap of tuples: none of hostsched's
-client but its scripts, its key names, its reads and bench's fleet. Publishing works as a lone
-long-lived scheduler's does: an exchange once 32 changed hosts wait, or after 64 ms, with
-summaries in the same JSON. Four loops (10 and 10,000 hosts, publishing or not) take turns in
-blocks of placements within one process, so both blocks of a pair run at the same speed of
-the machine. Prints one JSON line per kind: the median 10,000 ÷ 10-host rate of its pairs.
+One process drives hostsched's reserve.lua, and view.lua's exchanges or not, in hostsched's
+round trips (``Store.trip``), choosing the least loaded host from a heap of tuples: none of
+hostsched's client but its scripts, its key names, its reads and bench's fleet. Publishing
+works as a lone long-lived scheduler's does: an exchange once 32 changed hosts wait, or after
+64 ms, with summaries in the same JSON. Four loops (10 and 10,000 hosts, publishing or not)
+take turns in blocks of placements within one process, so both blocks of a pair run at the
+same speed of the machine. Prints one JSON line per kind: the median 10,000 ÷ 10-host rate of
+its pairs.
 
 Usage: python docs/lean.py [--blocks 20] [--block 250]   (HOSTSCHED_REDIS_URL)
 """
@@ -22,17 +23,13 @@ import secrets
 import statistics
 import time
 from dataclasses import replace
-from typing import Any
-
-import redis
 
 from hostsched.bench import BenchSettings, host_size, populate
-from hostsched.channel import Channel
 from hostsched.config import Config
 from hostsched.connect import open_store_at
-from hostsched.wire import script
+from hostsched.model import Resources
+from hostsched.strategies import DEFAULT_WEIGHTS, weighted_use
 
-RESERVE, VIEW = script("reserve"), script("view")
 REQUEST = BenchSettings().request
 #: A summary as hostsched publishes it, from reserve.lua's reply (see codec.encode_summary).
 SUMMARY = (
@@ -52,15 +49,10 @@ class Loop:
         names = [f"lean-{i:05d}" for i in range(hosts)]
         size = host_size(BenchSettings(hosts=hosts, placements=placements))
         populate(self.store, names, size, ttl=3600)
-        self.channel = Channel(redis.Redis.from_url(url))
-        self._run([("SCRIPT", "LOAD", RESERVE.text), ("SCRIPT", "LOAD", VIEW.text)])
+        for name in names:  # (built before the run, as the heap is)
+            self.store.host_keys(name)
         k = self.store.keys
-        self.keys = {
-            h: (k.resource(h), k.scheduled(h), k.reserved(h), k.queue(h), k.generation(h),
-                k.names(h), k.releasing(h), k.lock(h))
-            for h in names
-        }  # fmt: skip
-        self.view_keys = (k.fleet_summary, k.fleet_changes, k.fleet_load)
+        self.view_keys = [k.fleet_summary, k.fleet_changes, k.fleet_load]
         self.heap = [(0.0, random.random(), h) for h in names]
         heapq.heapify(self.heap)
         self.publish = publish
@@ -69,58 +61,54 @@ class Loop:
         self.last_exchange = time.perf_counter()
         self.placed = 0
 
-    def _run(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        replies = self.channel.exchange(commands, [None] * len(commands))
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        return replies
-
     def place(self) -> None:
         """One placement on the least loaded host, with an exchange when one is due."""
         _, salt, host = self.heap[0]
-        commands: list[tuple[Any, ...]] = [(
-            "EVALSHA", RESERVE.sha, 8, *self.keys[host], 3600, 300, "new",
-            f"lean-{self.placed:012x}", REQUEST.cpu, REQUEST.memory, REQUEST.disk, REQUEST.gpu,
-        )]  # fmt: skip
+        trip = self.store.trip("lean loop")
+        reserved = trip.script("reserve", self.store.host_keys(host), [
+            3600, 300, "new", f"lean-{self.placed:012x}",
+            REQUEST.cpu, REQUEST.memory, REQUEST.disk, REQUEST.gpu,
+        ])  # fmt: skip
         due = len(self.unpublished) >= BACKLOG or (
             time.perf_counter() - self.last_exchange > EXCHANGE_AFTER
         )
+        exchange = None
         if self.publish and due:
-            args: list[object] = [f"since:{self.sequence}"]
-            for name, (load, body) in self.unpublished.items():
-                args += [name, load, body]
-            commands.append(("EVALSHA", VIEW.sha, 3, *self.view_keys, *args))
+            read = f"since:{self.sequence}"
+            exchange = trip.script("view", self.view_keys, self._summaries(read))
             self.unpublished, self.last_exchange = {}, time.perf_counter()
-        replies = self._run(commands)
-        status, state = replies[0][0], replies[0][1]
+        trip.run()
+        status, state = reserved.get()[:2]
         if status != b"ok":
             raise SystemExit(f"{host} refused a placement: the fleet is sized wrong")
-        if len(replies) > 1:
-            self.sequence = replies[1][1]
-        limit, used, reserved = state[2:6], state[6:10], state[10:14]
-        load = sum(
-            weight * (used[d] + reserved[d]) / limit[d]
-            for d, weight in enumerate((0.4, 0.4, 0.2))
-            if limit[d]
-        )
+        if exchange is not None:
+            self.sequence = exchange.get()[1]
+        # (as Published.load: the default weights of the summary's used + reserved)
+        held = [state[6 + d] + state[10 + d] for d in range(3)]
+        load = weighted_use(Resources(*state[2:6]), *held, DEFAULT_WEIGHTS)
         if self.publish:
             self.unpublished[host] = (round(load, 6), SUMMARY % tuple(state))
         heapq.heapreplace(self.heap, (load, salt, host))
         self.placed += 1
 
+    def _summaries(self, read: str) -> list[object]:
+        """view.lua's ARGV: what to read, then the summaries that wait (as Store.queue_view
+        sends Published ones)."""
+        args: list[object] = [read]
+        for name, (load, body) in self.unpublished.items():
+            args += [name, load, body]
+        return args
+
     def flush(self) -> None:
         """Publish the summaries that wait for an exchange."""
         if self.unpublished:
-            args: list[object] = ["-"]
-            for name, (load, body) in self.unpublished.items():
-                args += [name, load, body]
-            self._run([("EVALSHA", VIEW.sha, 3, *self.view_keys, *args)])
+            trip = self.store.trip("lean loop")
+            trip.script("view", self.view_keys, self._summaries("-"))
+            trip.run()
             self.unpublished = {}
 
     def close(self) -> None:
         """Delete the fleet."""
-        self.channel.close()
         try:
             self.store.delete_all()
         finally:

@@ -169,7 +169,7 @@ class Store:
         """A new batch of commands for one round trip."""
         return Trip(self._channel, what)
 
-    def _host_keys(self, host: str) -> tuple[str, ...]:
+    def host_keys(self, host: str) -> tuple[str, ...]:
         """KEYS of reserve, release and cleanup, in their order (built once per host; a
         tuple of strings, which the garbage collector stops tracking)."""
         found = self._keys_of.get(host)
@@ -346,7 +346,7 @@ class Store:
                 reason=text(reply[2]) or None,
             )
 
-        return trip.script("reserve", self._host_keys(host), args, parse=parse)
+        return trip.script("reserve", self.host_keys(host), args, parse=parse)
 
     def queue_wait(self, trip: Trip, host: str, replicas: int, timeout: float) -> Pending[int]:
         """WAIT on the connection to ``host``'s node, after its reserve in the same trip: how
@@ -385,7 +385,7 @@ class Store:
         def parse(reply: list[Any]) -> tuple[tuple[str, ...], Published | None]:
             return tuple(map(text, reply[0])), published_or_none(host, reply[1])
 
-        return trip.script("release", self._host_keys(host), list(ids), parse=parse)
+        return trip.script("release", self.host_keys(host), list(ids), parse=parse)
 
     def release(self, batches: Mapping[str, Sequence[str]]) -> dict[str, tuple[str, ...]]:
         """Drop reservations by id, one release.lua per host; returns what each host dropped.
@@ -412,7 +412,7 @@ class Store:
             return parse
 
         pending = {
-            h: trip.script("cleanup", self._host_keys(h), [reservation_ttl], parse=parser(h))
+            h: trip.script("cleanup", self.host_keys(h), [reservation_ttl], parse=parser(h))
             for h in hosts
         }
         trip.run()
