@@ -3,11 +3,13 @@
 One process drives hostsched's reserve.lua, and view.lua's exchanges or not, in hostsched's
 round trips (``Store.trip``), choosing the least loaded host from a heap of tuples: none of
 hostsched's client but its scripts, its key names, its reads and bench's fleet. Publishing
-works as a lone long-lived scheduler's does: an exchange once 32 changed hosts wait, or after
-64 ms, with summaries in the same JSON. Four loops (10 and 10,000 hosts, publishing or not)
-take turns in blocks of placements within one process, so both blocks of a pair run at the
-same speed of the machine. Prints one JSON line per kind: the median 10,000 ÷ 10-host rate of
-its pairs.
+works as a lone long-lived scheduler's does, in one of two ways: every summary passed on by
+view.lua's exchanges (as in a Redis Cluster), or a host's first change between two exchanges
+published by reserve.lua itself and the rest by the exchanges (as on one server). An exchange
+comes once 32 changed hosts wait, or after 64 ms, with summaries in the same JSON. Six loops
+(10 and 10,000 hosts; not publishing, or either way) take turns in blocks of placements within
+one process, so both blocks of a pair run at the same speed of the machine. Prints one JSON
+line per kind: the median 10,000 ÷ 10-host rate of its pairs.
 
 Usage: python docs/lean.py [--blocks 20] [--block 250]   (HOSTSCHED_REDIS_URL)
 """
@@ -42,7 +44,8 @@ BACKLOG, EXCHANGE_AFTER = 32, 0.064
 class Loop:
     """One lean scheduler on a fleet of its own (under a random prefix)."""
 
-    def __init__(self, url: str, hosts: int, placements: int, *, publish: bool) -> None:
+    def __init__(self, url: str, hosts: int, placements: int, *, publish: str) -> None:
+        """``publish``: "" not at all, "exchanges" or "script" (see the module's text)."""
         config = Config()
         redis_config = replace(config.redis, prefix=f"lean:{secrets.token_hex(4)}")
         self.store = open_store_at(url, redis_config)
@@ -51,12 +54,12 @@ class Loop:
         populate(self.store, names, size, ttl=3600)
         for name in names:  # (built before the run, as the heap is)
             self.store.host_keys(name)
-        k = self.store.keys
-        self.view_keys = [k.fleet_summary, k.fleet_changes, k.fleet_load]
+        self.view_keys = self.store.keys.fleet_view
         self.heap = [(0.0, random.random(), h) for h in names]
         heapq.heapify(self.heap)
         self.publish = publish
         self.unpublished: dict[str, tuple[float, bytes]] = {}
+        self.published: set[str] = set()  # by reserve.lua since the last exchange
         self.sequence = 0
         self.last_exchange = time.perf_counter()
         self.placed = 0
@@ -65,8 +68,11 @@ class Loop:
         """One placement on the least loaded host, with an exchange when one is due."""
         _, salt, host = self.heap[0]
         trip = self.store.trip("lean loop")
-        reserved = trip.script("reserve", self.store.host_keys(host), [
-            3600, 300, "new", f"lean-{self.placed:012x}",
+        keys, name = self.store.host_keys(host), ""
+        if self.publish == "script" and host not in self.published:
+            keys, name = keys + self.view_keys, host
+        reserved = trip.script("reserve", keys, [
+            3600, 300, "new", name, f"lean-{self.placed:012x}",
             REQUEST.cpu, REQUEST.memory, REQUEST.disk, REQUEST.gpu,
         ])  # fmt: skip
         due = len(self.unpublished) >= BACKLOG or (
@@ -77,6 +83,7 @@ class Loop:
             read = f"since:{self.sequence}"
             exchange = trip.script("view", self.view_keys, self._summaries(read))
             self.unpublished, self.last_exchange = {}, time.perf_counter()
+            self.published.clear()
         trip.run()
         status, state = reserved.get()[:2]
         if status != b"ok":
@@ -86,7 +93,9 @@ class Loop:
         # (as Published.load: the default weights of the summary's used + reserved)
         held = [state[6 + d] + state[10 + d] for d in range(3)]
         load = weighted_use(Resources(*state[2:6]), *held, DEFAULT_WEIGHTS)
-        if self.publish:
+        if name:
+            self.published.add(host)
+        elif self.publish:
             self.unpublished[host] = (round(load, 6), SUMMARY % tuple(state))
         heapq.heapreplace(self.heap, (load, salt, host))
         self.placed += 1
@@ -117,7 +126,11 @@ class Loop:
 
 def measure(url: str, blocks: int, block: int) -> dict[str, list[float]]:
     """Each kind's paired 10,000 ÷ 10-host rates, one per pair of blocks."""
-    kinds = {"reserve.lua only": False, "reserve.lua and view.lua's exchanges": True}
+    kinds = {
+        "reserve.lua only": "",
+        "reserve.lua and view.lua's exchanges": "exchanges",
+        "reserve.lua publishing a host's first change, view.lua's exchanges the rest": "script",
+    }
     loops = {
         (kind, hosts): Loop(url, hosts, blocks * block, publish=publish)
         for kind, publish in kinds.items()

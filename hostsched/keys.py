@@ -25,15 +25,17 @@ key                            holds                                            
 
 (*) Deleted by the first script to find H without reservations (a cleanup at the latest).
 
-Keys marked "a hint only" live outside the hosts' hash tags, so no script can change them with
-a host's keys. Nothing depends on them for correctness: the reserve script re-checks fit against
-the host's own keys, so a stale or lost hint costs a retry or a less even spread, never an
-overcommit.
+Keys marked "a hint only" live outside the hosts' hash tags, so in a cluster no script can change
+them with a host's keys (on one server reserve.lua publishes to the fleet view in the script that
+changes the host). Nothing depends on them for correctness: the reserve script re-checks fit
+against the host's own keys, so a stale or lost hint costs a retry or a less even spread, never
+an overcommit.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,11 @@ class Keys:
     @property
     def fleet_load(self) -> str:
         return f"{self.prefix}:{{fleet}}:load"
+
+    @cached_property
+    def fleet_view(self) -> tuple[str, str, str]:
+        """The fleet view's keys, in view.lua's order: summaries, changes, load."""
+        return (self.fleet_summary, self.fleet_changes, self.fleet_load)
 
     @property
     def hosts(self) -> str:

@@ -76,6 +76,8 @@ class ReserveOutcome:
     existing: tuple[str, ...] = ()
     published: Published | None = None
     reason: str | None = None
+    #: The fleet view's sequence number for the summary if the script published it (> 0).
+    sequence: int = 0
 
     @property
     def limit(self) -> Resources | None:

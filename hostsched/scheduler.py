@@ -7,8 +7,9 @@ the stored truth, so a stale view costs a retry, never an overcommit; its reply 
 view for that retry.
 
 Round trips: one per placement (or per batch) in a long-lived scheduler; a one-shot process adds
-one to read the view and one to publish what it changed. Only when the view has no room does
-the scheduler read every host, to be sure before it refuses.
+one to read the view (and in a cluster one to publish what it changed: on one server the
+reserve script publishes it). Only when the view has no room does the scheduler read every
+host, to be sure before it refuses.
 """
 
 from __future__ import annotations
@@ -81,10 +82,14 @@ class _Attempt:
 class Scheduler:
     """hostsched's operations on one store, configured by one Config.
 
+    Publishing: the reserve script publishes a host's first change since the last exchange
+    (on one server). Other summaries (a host's later changes, those of a cluster) wait for the
+    next exchange, which carries each host's newest once.
+
     ``long_lived``: for a scheduler that places many times (bench, a service). It reads the
     whole fleet view once and keeps the summaries it changed until its next round trip (or
     :meth:`flush`), saving a round trip per placement. A one-shot scheduler (the CLI) reads
-    only the part of the view its strategy needs, and publishes its changes before it returns.
+    only the part of the view its strategy needs, and publishes what waits before it returns.
     """
 
     #: A long-lived scheduler reads the whole fleet view again this often (seconds), to drop
@@ -105,10 +110,10 @@ class Scheduler:
     #: too) and final spread alike. Earlier, five runs: 2.45 ms with 0.5, 2.74 ms with 1.
     NEWS_PER_PLACEMENT = 0.25
     #: Hosts whose summaries may wait to be published before an exchange, whatever the wait (a
-    #: large fleet, where each placement changes another host): other schedulers' views stay
-    #: that close to this one's changes, and the summaries do not live long enough to cost the
-    #: garbage collector (10,000 hosts, one scheduler: 4.3-5.6 µs of collections per placement
-    #: without it, 1.0-1.4 with 32).
+    #: large fleet in a cluster, where each placement changes another host and no script
+    #: publishes it): other schedulers' views stay that close to this one's changes, and the
+    #: summaries do not live long enough to cost the garbage collector (10,000 hosts, one
+    #: scheduler: 4.3-5.6 µs of collections per placement without it, 1.0-1.4 with 32).
     PUBLISH_BACKLOG = 32
     #: A one-shot scheduler reads this many of the least and of the most loaded hosts (plus two
     #: per placement).
@@ -131,7 +136,8 @@ class Scheduler:
         weights = config.weights
         self._weights = (weights.cpu, weights.memory, weights.disk)
         self.view = FleetView(weights=self._weights, rng=self.rng)
-        self._unpublished: dict[str, Published] = {}
+        self._unpublished: dict[str, Published] = {}  # for the next exchange
+        self._published: set[str] = set()  # by reserve.lua, since the last exchange
         self._cursor: str | None = None
         self._cursor_dirty = False
         self._last_exchange = float("-inf")
@@ -255,6 +261,7 @@ class Scheduler:
                 reservation_ttl=self.config.reservation_ttl,
                 stale_after=self.config.host_stale_after,
                 new_ids=not attempt.explicit,
+                publish=host not in self._published,
             )
             for host, items in batches.items()
         }
@@ -314,7 +321,14 @@ class Scheduler:
     ) -> None:
         if outcome.published is not None:
             self.view.apply(outcome.host, outcome.published.summary)
-            self._unpublished[outcome.host] = outcome.published
+            if outcome.sequence <= 0:
+                self._unpublished[outcome.host] = outcome.published
+            else:
+                self._published.add(outcome.host)
+                self._unpublished.pop(outcome.host, None)  # (an older one, not published)
+                if outcome.sequence == self.view.sequence + 1:
+                    self.view.sequence = outcome.sequence  # nothing else published since the
+                    # view's last read: the next read starts after this one
         if outcome.status == "ok":
             amount = attempt.request.resources
             for rid in outcome.existing:
@@ -428,6 +442,7 @@ class Scheduler:
             self.store.queue_set_round_robin_cursor(trip, self._cursor)
             self._cursor_dirty = False
         publish, self._unpublished = list(self._unpublished.values()), {}
+        self._published.clear()
         self._last_exchange = time.monotonic()
         read = f"since:{self.view.sequence}" if self.long_lived else "-"
         return self.store.queue_view(trip, read=read, publish=publish)

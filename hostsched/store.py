@@ -70,6 +70,9 @@ class Store:
         self.keys = keys
         self._channel = channel or Channel(client)
         self._keys_of: dict[str, tuple[str, ...]] = {}
+        # On one server a script may touch any key, so reserve.lua can publish the host's
+        # summary itself; in a cluster the fleet view lives on another node than the host.
+        self.publishes_in_scripts = not isinstance(self._channel, ClusterChannel)
 
     @property
     def is_cluster(self) -> bool:
@@ -287,8 +290,7 @@ class Store:
         args: list[object] = [read]
         for item in publish:
             args += [item.host, round(item.load, 6), item.body]
-        keys = [self.keys.fleet_summary, self.keys.fleet_changes, self.keys.fleet_load]
-        return trip.script("view", keys, args, parse=changes_reply)
+        return trip.script("view", self.keys.fleet_view, args, parse=changes_reply)
 
     def queue_placements(self, trip: Trip, ids: Sequence[str]) -> Pending[dict[str, str]]:
         """Where explicit ids were placed (by the index that ``schedule --id`` keeps)."""
@@ -321,11 +323,22 @@ class Store:
         reservation_ttl: float,
         stale_after: float,
         new_ids: bool = False,
+        publish: bool = True,
     ) -> Pending[ReserveOutcome]:
         """Reserve ``items`` on ``host`` with one reserve.lua call: all fit, or none is made.
+
         ``new_ids``: the ids were drawn just now, so no instance can bear them: the script does
-        not look them up among the host's instance names."""
-        args: list[object] = [reservation_ttl, stale_after, "new" if new_ids else "given"]
+        not look them up among the host's instance names. ``publish``: the script publishes
+        the host's summary to the fleet view (the outcome's ``sequence``), where it can: on
+        one server. Otherwise the caller passes the summary on (:meth:`queue_view`).
+        """
+        keys = self.host_keys(host)
+        publish = publish and self.publishes_in_scripts
+        if publish:
+            keys += self.keys.fleet_view
+        args: list[object] = [
+            reservation_ttl, stale_after, "new" if new_ids else "given", host if publish else ""
+        ]  # fmt: skip
         for reservation_id, amount in items:
             args += [reservation_id, amount.cpu, amount.memory, amount.disk, amount.gpu]
 
@@ -340,13 +353,14 @@ class Store:
             return ReserveOutcome(
                 host=host,
                 status=status,
-                placed=tuple(map(text, reply[4 : 4 + reply[3]])),
-                existing=tuple(map(text, reply[4 + reply[3] :])),
+                placed=tuple(map(text, reply[5 : 5 + reply[4]])),
+                existing=tuple(map(text, reply[5 + reply[4] :])),
                 published=published,
                 reason=text(reply[2]) or None,
+                sequence=reply[3] if published is not None else 0,
             )
 
-        return trip.script("reserve", self.host_keys(host), args, parse=parse)
+        return trip.script("reserve", keys, args, parse=parse)
 
     def queue_wait(self, trip: Trip, host: str, replicas: int, timeout: float) -> Pending[int]:
         """WAIT on the connection to ``host``'s node, after its reserve in the same trip: how

@@ -343,3 +343,47 @@ local function summary(generation, host, sums)
           u[1], u[2], u[3], u[4], sums[1], sums[2], sums[3], sums[4],
           host.instances, host.labels_json}
 end
+
+-- The load index's weights: strategies.DEFAULT_WEIGHTS (CPU, memory, disk).
+local LOAD_WEIGHTS = {0.4, 0.4, 0.2}
+
+-- A host's summary as the fleet view holds it (codec.encode_summary's JSON, generation first).
+local function summary_json(state)
+  return string.format(
+    '{"gen":%d,"at":%s,"limit":[%d,%d,%d,%d],"used":[%d,%d,%d,%d],' ..
+    '"reserved":[%d,%d,%d,%d],"instances":%d,"labels":%s}', unpack(state))
+end
+
+-- Utilisation of the host by LOAD_WEIGHTS (strategies.weighted_use): the load index's score.
+local function summary_load(state)
+  local score, total = 0, 0
+  for d = 1, 3 do
+    local limit, held = state[2 + d], state[6 + d] + state[10 + d]
+    if limit > 0 then score = score + LOAD_WEIGHTS[d] * held / limit end
+    total = total + LOAD_WEIGHTS[d]
+  end
+  return score / total
+end
+
+-- Publish a summary (the host's state just written) to the fleet view, as view.lua does but
+-- without its generation check: no summary of the host can be newer than this one. Only on
+-- one server, where the script may touch the view's keys (in a cluster they live on another
+-- node, and the scheduler passes the summary on through view.lua). Called last: the view is
+-- a hint, so any error (its keys not ours) leaves the host's writes standing and returns -1.
+-- ``view``: the summary hash, the changes and the load sorted sets (view.lua's KEYS).
+-- Returns the sequence number of the change, or -1.
+local function publish(view, name, state)
+  local failed = function(reply) return type(reply) == 'table' and reply.err ~= nil end
+  local top = redis.pcall('ZREVRANGE', view[2], 0, 0, 'WITHSCORES')
+  if failed(top) then return -1 end
+  local seq = tonumber(top[2] or 0) + 1
+  local writes = {
+    {'HSET', view[1], name, summary_json(state)},
+    {'ZADD', view[2], seq, name},
+    {'ZADD', view[3], string.format('%.6f', summary_load(state)), name},
+  }
+  for _, command in ipairs(writes) do
+    if failed(redis.pcall(unpack(command))) then return -1 end
+  end
+  return seq
+end

@@ -8,53 +8,72 @@
 -- KEYS[6]  P:resource:{H}:names          names of the instances on the host (set; see ARGV[3])
 -- KEYS[7]  P:resource:{H}:releasing      releases waiting for a collect's write (lib.lua)
 -- KEYS[8]  P:resource:{H}:lock           (not used here)
+-- KEYS[9..11]  the fleet view's keys (view.lua's), if ARGV[4] names the host: one server only
 -- ARGV[1]  reservation TTL in seconds (entries older than this no longer count)
 -- ARGV[2]  seconds after which the actual resources are stale
 -- ARGV[3]  "new" if the scheduler drew the ids itself just now: no instance can bear them yet,
 --          so they are not looked up among the instance names; else "given"
--- ARGV[4..] five per reservation: id, cpu millicores, memory bytes, disk bytes, gpus
+-- ARGV[4]  the host's name, to publish its summary to the fleet view under (lib.lua's
+--          publish), or "" not to
+-- ARGV[5..] five per reservation: id, cpu millicores, memory bytes, disk bytes, gpus
 --
--- Returns {status, summary, reason, n, n placed ids..., existing ids...}; status is one of
+-- Returns {status, summary, reason, sequence, n, n placed ids..., existing ids...}; status is
+-- one of
 --   ok       the batch is reserved (ids already held, or already instances, are "existing")
 --   full     the batch does not fit, or an id's old reservation here is still being released
 --            (reason: which): nothing written
 --   stale    actual resources older than ARGV[2]: nothing written
 --   missing  no actual resources stored
 --   corrupt  a stored value is not ours (wrong type, does not parse, unknown version)
--- summary (see lib.lua) is the host's state after the call, "" when missing or corrupt.
+-- summary (see lib.lua) is the host's state after the call, "" when missing or corrupt;
+-- sequence is the fleet view's sequence number for it if published, 0 if not asked to or
+-- nothing to publish, -1 if publishing failed.
 -- Cost: O(batch + expired entries), whatever the number of live reservations or of instances.
 
 local now, stamp = server_time()
 local ttl, stale_after = tonumber(ARGV[1]), tonumber(ARGV[2])
 
+-- The reply, once the summary is published where asked.
+local function answer(status, state, reason, placed, existing)
+  local sequence = 0
+  if state ~= '' and ARGV[4] ~= '' then
+    sequence = publish({KEYS[9], KEYS[10], KEYS[11]}, ARGV[4], state)
+  end
+  local reply = {status, state, reason, sequence, #placed}
+  for _, id in ipairs(placed) do reply[#reply + 1] = id end
+  for _, id in ipairs(existing) do reply[#reply + 1] = id end
+  return reply
+end
+
 local host, status, reason = load_actual(KEYS[1])
-if not host then return {status, '', reason, 0} end
+if not host then return answer(status, '', reason, {}, {}) end
 local sums, bad = load_sums(KEYS[2], KEYS[3], KEYS[4])
-if not sums then return {'corrupt', '', bad, 0} end
+if not sums then return answer('corrupt', '', bad, {}, {}) end
 local generation = current_generation(KEYS[5])
-if not generation then return {'corrupt', '', 'generation is not a counter', 0} end
+if not generation then return answer('corrupt', '', 'generation is not a counter', {}, {}) end
 
 local expired, foreign = expire(KEYS[2], KEYS[3], KEYS[4], sums, now, ttl)
 if expired > 0 then generation = bump(KEYS[5], generation) end
-if foreign then return {'corrupt', '', 'a reservation does not parse', 0} end
+if foreign then return answer('corrupt', '', 'a reservation does not parse', {}, {}) end
 if now - host.collected_at > stale_after then
-  return {'stale', summary(generation, host, sums), 'actual resources are stale', 0}
+  return answer('stale', summary(generation, host, sums), 'actual resources are stale', {}, {})
 end
 
 local is_instance = function() return false end  -- (ids drawn just now: see ARGV[3])
 if ARGV[3] ~= 'new' then
   is_instance = instance_test(host, KEYS[1], KEYS[6])
-  if not is_instance then return {'corrupt', '', 'instance names are not a set', 0} end
+  if not is_instance then return answer('corrupt', '', 'instance names are not a set', {}, {}) end
 end
 local fresh, existing, wanted = {}, {}, {0, 0, 0, 0}
-for i = 4, #ARGV, 5 do
+for i = 5, #ARGV, 5 do
   local id = ARGV[i]
   local held = redis.call('HEXISTS', KEYS[2], id) == 1
   if held then
     local releasing = call('HEXISTS', KEYS[7], id)
-    if releasing == nil then return {'corrupt', '', 'releases are not ours', 0} end
+    if releasing == nil then return answer('corrupt', '', 'releases are not ours', {}, {}) end
     if releasing == 1 then
-      return {'full', summary(generation, host, sums), id .. ' is being released here', 0}
+      local why = id .. ' is being released here'
+      return answer('full', summary(generation, host, sums), why, {}, {})
     end
   end
   if held or is_instance(id) then
@@ -68,7 +87,7 @@ end
 local limit, used = host.limit, host.used_v
 for d = 1, 4 do
   if used[d] + sums[d] + wanted[d] > limit[d] then
-    return {'full', summary(generation, host, sums), '', 0}
+    return answer('full', summary(generation, host, sums), '', {}, {})
   end
 end
 
@@ -90,7 +109,4 @@ if #placed > 0 then
   redis.call('PEXPIRE', KEYS[2], math.ceil(ttl * 1000))
   generation = bump(KEYS[5], generation)
 end
-local reply = {'ok', summary(generation, host, sums), '', #placed}
-for _, id in ipairs(placed) do reply[#reply + 1] = id end
-for _, id in ipairs(existing) do reply[#reply + 1] = id end
-return reply
+return answer('ok', summary(generation, host, sums), '', placed, existing)

@@ -1,4 +1,5 @@
 -- The fleet view: read what changed, and publish host summaries (newest generation wins).
+-- On one server reserve.lua also publishes, in the script that makes the change (lib.lua).
 --
 -- KEYS[1]  P:{fleet}:summary   hash: host -> summary JSON (starts with {"gen":N)
 -- KEYS[2]  P:{fleet}:changes   zset: host -> sequence number of its last published change

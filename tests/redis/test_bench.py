@@ -160,9 +160,9 @@ def test_the_bare_loop_fits_every_placement_and_removes_its_keys(
     assert store.client.keys("*") == [b"hostsched:resource:{real}"]
 
 
-@pytest.mark.parametrize("publish", [False, True])
+@pytest.mark.parametrize("publish", ["", "exchanges", "script"])
 def test_the_lean_loop_places_with_hostscheds_scripts_and_publishes_as_it_does(
-    redis_url: str, store: Store, publish: bool
+    redis_url: str, store: Store, publish: str
 ) -> None:
     """docs/lean.py: every placement fits, the fleet view then holds every host's reservations
     when it publishes (none when it does not), and it leaves nothing behind."""
@@ -170,8 +170,10 @@ def test_the_lean_loop_places_with_hostscheds_scripts_and_publishes_as_it_does(
     store.client.set("hostsched:resource:{real}", "untouched")
     loop = lean.Loop(redis_url, 40, 100, publish=publish)
     try:
-        for _ in range(100):
+        for i in range(100):
             loop.place()
+            if i == 50:
+                loop.last_exchange -= 1  # an exchange is due: later changes wait for the next
         loop.flush()
         view = loop.store.client.hgetall(loop.store.keys.fleet_summary)
         published = sum(decode_summary(body).reserved.cpu for body in view.values())

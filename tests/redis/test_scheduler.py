@@ -51,14 +51,21 @@ def test_schedule_reserves_on_least_loaded(two_hosts: Scheduler) -> None:
 
 
 @pytest.mark.parametrize("hosts", [2, 300])
-def test_one_shot_placement_costs_three_round_trips_whatever_the_fleet(
-    store: Store, hosts: int
+@pytest.mark.parametrize("in_scripts", [True, False], ids=["one server", "relayed"])
+def test_one_shot_placement_costs_two_round_trips_whatever_the_fleet(
+    store: Store, hosts: int, in_scripts: bool
 ) -> None:
+    store.publishes_in_scripts = in_scripts  # False: as in a cluster
     config = fleet_config(*(static(f"hv-{i:03d}", 8) for i in range(hosts)))
     collect(config, store)
     with round_trips() as sent:
         Scheduler(config, store).schedule(cpu(1), ids=["web-1"])
-    assert sent[0] == 3  # read the fleet view, reserve (+ its news), publish the change
+    # Read the fleet view, reserve (which publishes the change on one server); in a cluster,
+    # publish the change (passed on through view.lua).
+    assert sent[0] == (2 if in_scripts else 3)
+    other = Scheduler(config, store)
+    other.schedule(cpu(1), dry_run=True)
+    assert sum(h.load.cpu for h in other.view.hosts.values()) == 1_000
 
 
 def test_long_lived_scheduler_costs_one_round_trip_per_placement(store: Store) -> None:
@@ -76,9 +83,32 @@ def test_long_lived_scheduler_costs_one_round_trip_per_placement(store: Store) -
     assert sum(h.load.cpu for h in other.view.hosts.values()) == 21_000
 
 
+def test_a_reservation_is_published_at_once_on_one_server(store: Store) -> None:
+    """reserve.lua publishes its host: other schedulers see each placement without waiting
+    for an exchange, and a lone scheduler's own changes are not read back."""
+    config = fleet_config(*(static(f"hv-{i:03d}", 8) for i in range(50)))
+    collect(config, store)
+    scheduler = Scheduler(config, store, long_lived=True)
+    scheduler.EXCHANGE_EVERY = 3600.0  # no exchange at all after the first read
+    scheduler.prepare()
+    store.client.config_resetstat()
+    with round_trips() as sent:
+        for _ in range(6):
+            scheduler.schedule(cpu(1))
+    assert sent[0] == 6 and commands_run(store.client)["evalsha"] == 6  # reserve.lua alone
+    assert not scheduler._unpublished
+    stored = store.client.zrevrange(store.keys.fleet_changes, 0, 0, withscores=True)
+    assert scheduler.view.sequence == int(stored[0][1])  # its own changes: nothing to read
+    other = Scheduler(config, store)
+    other.schedule(cpu(1), dry_run=True)
+    assert sum(h.load.cpu for h in other.view.hosts.values()) == 6_000
+
+
 def test_a_backlog_of_changed_hosts_is_published_without_waiting(store: Store) -> None:
-    """On a large fleet each placement changes another host: once PUBLISH_BACKLOG of them wait,
-    they go out with the next reservation, however recent the last exchange was."""
+    """In a cluster (summaries passed on by the scheduler), on a large fleet each placement
+    changes another host: once PUBLISH_BACKLOG of them wait, they go out with the next
+    reservation, however recent the last exchange was."""
+    store.publishes_in_scripts = False
     config = fleet_config(*(static(f"hv-{i:03d}", 8) for i in range(50)))
     collect(config, store)
     scheduler = Scheduler(config, store, long_lived=True)
@@ -108,7 +138,7 @@ def test_reading_the_view_sorts_it_for_the_strategy_before_the_first_placement(
 def test_count_batches_one_script_per_host_in_one_round_trip(two_hosts: Scheduler) -> None:
     with round_trips() as sent:
         plan = two_hosts.schedule(cpu(1), count=10, ids=["job"])
-    assert sent[0] == 3
+    assert sent[0] == 2  # read the fleet view; reserve on both hosts, which publish
     assert sorted(p.id for p in plan.placements) == sorted(f"job-{i}" for i in range(1, 11))
     on = {h: len(reserved(two_hosts.store, h)) for h in ("hv-a", "hv-b")}
     assert sum(on.values()) == 10 and on["hv-a"] == 6  # least_loaded evens them out

@@ -260,6 +260,7 @@ def test_view_reads_changes_since_a_sequence_number_and_the_ends(store: Store) -
 
 
 def test_a_publish_reads_first_and_keeps_the_newest_of_each_host(store: Store) -> None:
+    store.publishes_in_scripts = False  # the summaries are passed on, as in a cluster
     for name in ("h0", "h1"):
         put_host(store, name)
     seen = publish(store, read="-").sequence  # type: ignore[attr-defined]
@@ -295,7 +296,8 @@ def test_foreign_view_keys_are_ignored_and_left_alone(store: Store) -> None:
     store.client.delete(store.keys.fleet_changes)
     store.client.set(store.keys.fleet_changes, "mine")
     outcome = reserve(store, ("a", Resources(1000)))
-    assert outcome.published
+    assert outcome.status == "ok" and outcome.published
+    assert outcome.sequence == -1  # reserve.lua did not publish, and the reservation stands
     changes = publish(store, outcome.published, read="all")
     assert changes.sequence == -1 and not changes.entries  # type: ignore[attr-defined]
     assert store.client.get(store.keys.fleet_changes) == b"mine"
@@ -432,3 +434,39 @@ def test_sums_and_queue_follow_any_sequence_of_operations(store: Store, ops: lis
         if live:
             assert int(store.client.hget(store.keys.reserved(HOST), "n") or -1) == len(live)
             assert set(live) <= {rid for _, rid in queue(store)}
+
+
+amounts = st.integers(0, 10**15)
+label_text = st.text(min_size=1, max_size=8)  # quotes, slashes and non-ASCII included
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(capacity=st.tuples(st.integers(1, 10**9), amounts, amounts, st.integers(0, 64)),
+       used=st.tuples(st.integers(0, 10**9), amounts, amounts),
+       labels=st.dictionaries(label_text, label_text, max_size=3))  # fmt: skip
+def test_reserve_publishes_what_the_scheduler_would_pass_on(
+    store: Store,
+    capacity: tuple[int, int, int, int],
+    used: tuple[int, int, int],
+    labels: dict[str, str],
+) -> None:
+    """On one server reserve.lua publishes the host itself: the same summary, load and order
+    of changes as view.lua would from the scheduler (the path a cluster takes)."""
+    store.client.flushall()
+    body = encode_actual(
+        capacity=Resources(*capacity), used=Resources(*used), overcommit=Overcommit(),
+        labels=labels, names=(),
+    )  # fmt: skip
+    grant = store.acquire_locks([HOST], ttl=30)[HOST]
+    assert store.write_actual({HOST: (grant, body, ())}, resource_ttl=3600)[HOST].status == "ok"
+    before = store.client.zrevrange(store.keys.fleet_changes, 0, 0, withscores=True)
+    outcome = reserve(store, ("a", Resources(0)), ("b", Resources(1)))
+    assert outcome.published is not None and outcome.sequence == int(before[0][1]) + 1
+    stored = store.client.hget(store.keys.fleet_summary, HOST)
+    assert stored is not None
+    assert stored.startswith(b'{"gen":%d,' % outcome.published.summary.generation)
+    assert decode_summary(stored) == outcome.published.summary
+    assert store.client.zscore(store.keys.fleet_changes, HOST) == outcome.sequence
+    load = store.client.zscore(store.keys.fleet_load, HOST)
+    assert load == pytest.approx(outcome.published.load, rel=1e-9, abs=1e-6)
