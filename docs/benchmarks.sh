@@ -37,8 +37,8 @@ PY
 # The bound over that rate: a bare placement loop at both sizes, with nothing but what any
 # design needs, then with the per-host keys hostsched keeps (docs/barest.py).
 "$PY" docs/barest.py --pairs 4
-# And hostsched's own scripts under the leanest client, publishing to the fleet view or not, the
-# sizes taking turns in blocks (docs/lean.py).
+# And hostsched's own scripts under the leanest client, publishing to the fleet view (either
+# way) or not, the sizes taking turns in blocks (docs/lean.py).
 "$PY" docs/lean.py
 bench "--count 100, 20 hosts" --hosts 20 --placements 10000 --count 100
 bench "1 process, 20 hosts" --hosts 20 --placements 8000
