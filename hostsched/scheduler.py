@@ -472,7 +472,9 @@ class Scheduler:
                 self.view.discard(host.name)
 
     def flush(self) -> None:
-        """Publish the summaries this scheduler changed (deferred until now)."""
+        """Publish the summaries this scheduler changed (deferred until now): after it, the
+        reserve script publishes each host's next change again."""
+        self._published.clear()
         if self._unpublished or self._cursor_dirty:
             trip = self.store.trip("publishing to the fleet view")
             changes = self._queue_view_update(trip)

@@ -68,6 +68,19 @@ def test_one_shot_placement_costs_two_round_trips_whatever_the_fleet(
     assert sum(h.load.cpu for h in other.view.hosts.values()) == 1_000
 
 
+def test_a_one_shot_scheduler_used_again_costs_the_same(store: Store) -> None:
+    """Each call's change of the one host is published by its reserve script, the second
+    call's too (the first call's flush ended the wait for an exchange)."""
+    config = fleet_config(static("hv-only", 8))
+    collect(config, store)
+    scheduler = Scheduler(config, store)
+    for rid in ("web-1", "web-2"):
+        with round_trips() as sent:
+            scheduler.schedule(cpu(1), ids=[rid])
+        assert sent[0] == 2
+    assert not scheduler._unpublished
+
+
 def test_long_lived_scheduler_costs_one_round_trip_per_placement(store: Store) -> None:
     config = fleet_config(*(static(f"hv-{i:03d}", 8) for i in range(50)))
     collect(config, store)
