@@ -373,17 +373,14 @@ end
 -- ``view``: the summary hash, the changes and the load sorted sets (view.lua's KEYS).
 -- Returns the sequence number of the change, or -1.
 local function publish(view, name, state)
-  local failed = function(reply) return type(reply) == 'table' and reply.err ~= nil end
   local top = redis.pcall('ZREVRANGE', view[2], 0, 0, 'WITHSCORES')
-  if failed(top) then return -1 end
+  if top.err then return -1 end
   local seq = tonumber(top[2] or 0) + 1
-  local writes = {
-    {'HSET', view[1], name, summary_json(state)},
-    {'ZADD', view[2], seq, name},
-    {'ZADD', view[3], string.format('%.6f', summary_load(state)), name},
-  }
-  for _, command in ipairs(writes) do
-    if failed(redis.pcall(unpack(command))) then return -1 end
+  -- (an error reply is a table; these commands' own replies are numbers)
+  if type(redis.pcall('HSET', view[1], name, summary_json(state))) == 'table'
+      or type(redis.pcall('ZADD', view[2], seq, name)) == 'table'
+      or type(redis.pcall('ZADD', view[3], summary_load(state), name)) == 'table' then
+    return -1
   end
   return seq
 end

@@ -291,16 +291,19 @@ def test_a_publish_reads_first_and_keeps_the_newest_of_each_host(store: Store) -
     assert changes.sequence == 4  # type: ignore[attr-defined]
 
 
-def test_foreign_view_keys_are_ignored_and_left_alone(store: Store) -> None:
+@pytest.mark.parametrize("which", [0, 1, 2], ids=["summaries", "changes", "load"])
+def test_foreign_view_keys_are_ignored_and_left_alone(store: Store, which: int) -> None:
     put_host(store)
-    store.client.delete(store.keys.fleet_changes)
-    store.client.set(store.keys.fleet_changes, "mine")
+    foreign = store.keys.fleet_view[which]
+    store.client.delete(foreign)
+    store.client.set(foreign, "mine")
     outcome = reserve(store, ("a", Resources(1000)))
     assert outcome.status == "ok" and outcome.published
     assert outcome.sequence == -1  # reserve.lua did not publish, and the reservation stands
+    assert reservations(store).keys() == {"a"}
     changes = publish(store, outcome.published, read="all")
     assert changes.sequence == -1 and not changes.entries  # type: ignore[attr-defined]
-    assert store.client.get(store.keys.fleet_changes) == b"mine"
+    assert store.client.get(foreign) == b"mine"
 
 
 def test_schedule_works_whatever_the_view_says(store: Store) -> None:
