@@ -19,6 +19,7 @@ key                            holds                                            
 ``P:cursor:round_robin``       last host chosen by ``round_robin`` (a hint only)           none
 ``P:{fleet}:summary``          fleet view: host -> summary JSON (a hint only)              none
 ``P:{fleet}:changes``          fleet view: host -> sequence number of its last change      none
+``P:{fleet}:sequence``         fleet view: the last sequence number given (counter)        none
 ``P:{fleet}:load``             fleet view: host -> utilisation, to find the ends quickly    none
 ``P:placement:ID``             host of an explicit reservation id (``--id``; a hint only)  24 h
 =============================  ==========================================================  =========
@@ -83,10 +84,14 @@ class Keys:
     def fleet_load(self) -> str:
         return f"{self.prefix}:{{fleet}}:load"
 
+    @property
+    def fleet_sequence(self) -> str:
+        return f"{self.prefix}:{{fleet}}:sequence"
+
     @cached_property
-    def fleet_view(self) -> tuple[str, str, str]:
-        """The fleet view's keys, in view.lua's order: summaries, changes, load."""
-        return (self.fleet_summary, self.fleet_changes, self.fleet_load)
+    def fleet_view(self) -> tuple[str, str, str, str]:
+        """The fleet view's keys, in view.lua's order: summaries, changes, load, sequence."""
+        return (self.fleet_summary, self.fleet_changes, self.fleet_load, self.fleet_sequence)
 
     @property
     def hosts(self) -> str:

@@ -370,13 +370,18 @@ end
 -- one server, where the script may touch the view's keys (in a cluster they live on another
 -- node, and the scheduler passes the summary on through view.lua). Called last: the view is
 -- a hint, so any error (its keys not ours) leaves the host's writes standing and returns -1.
--- ``view``: the summary hash, the changes and the load sorted sets (view.lua's KEYS).
--- Returns the sequence number of the change, or -1.
+-- ``view``: the summary hash, the changes and the load sorted sets, the sequence counter
+-- (view.lua's KEYS). Returns the sequence number of the change, or -1.
 local function publish(view, name, state)
-  local top = redis.pcall('ZREVRANGE', view[2], 0, 0, 'WITHSCORES')
-  if top.err then return -1 end
-  local seq = tonumber(top[2] or 0) + 1
-  -- (an error reply is a table; these commands' own replies are numbers)
+  -- (an error reply is a table; INCR, HSET and ZADD reply with numbers)
+  local seq = redis.pcall('INCR', view[4])
+  if type(seq) == 'table' then return -1 end
+  if seq == 1 then  -- a new counter: its numbers go on from the change log's last, if any
+    local top = redis.pcall('ZREVRANGE', view[2], 0, 0, 'WITHSCORES')
+    if top.err then return -1 end
+    seq = tonumber(top[2] or 0) + 1
+    if seq > 1 and redis.pcall('SET', view[4], seq).err then return -1 end
+  end
   if type(redis.pcall('HSET', view[1], name, summary_json(state))) == 'table'
       or type(redis.pcall('ZADD', view[2], seq, name)) == 'table'
       or type(redis.pcall('ZADD', view[3], summary_load(state), name)) == 'table' then

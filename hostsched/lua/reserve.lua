@@ -8,7 +8,7 @@
 -- KEYS[6]  P:resource:{H}:names          names of the instances on the host (set; see ARGV[3])
 -- KEYS[7]  P:resource:{H}:releasing      releases waiting for a collect's write (lib.lua)
 -- KEYS[8]  P:resource:{H}:lock           (not used here)
--- KEYS[9..11]  the fleet view's keys (view.lua's), if ARGV[4] names the host: one server only
+-- KEYS[9..12]  the fleet view's keys (view.lua's), if ARGV[4] names the host: one server only
 -- ARGV[1]  reservation TTL in seconds (entries older than this no longer count)
 -- ARGV[2]  seconds after which the actual resources are stale
 -- ARGV[3]  "new" if the scheduler drew the ids itself just now: no instance can bear them yet,
@@ -37,7 +37,7 @@ local ttl, stale_after = tonumber(ARGV[1]), tonumber(ARGV[2])
 local function answer(status, state, reason, placed, existing)
   local sequence = 0
   if state ~= '' and ARGV[4] ~= '' then
-    sequence = publish({KEYS[9], KEYS[10], KEYS[11]}, ARGV[4], state)
+    sequence = publish({KEYS[9], KEYS[10], KEYS[11], KEYS[12]}, ARGV[4], state)
   end
   local reply = {status, state, reason, sequence, #placed}
   for _, id in ipairs(placed) do reply[#reply + 1] = id end

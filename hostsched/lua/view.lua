@@ -4,6 +4,8 @@
 -- KEYS[1]  P:{fleet}:summary   hash: host -> summary JSON (starts with {"gen":N)
 -- KEYS[2]  P:{fleet}:changes   zset: host -> sequence number of its last published change
 -- KEYS[3]  P:{fleet}:load      zset: host -> utilisation (0 idle .. 1 full), to find the ends
+-- KEYS[4]  P:{fleet}:sequence  the last sequence number given (a counter; where it was lost,
+--                              numbers go on from the last one in KEYS[2])
 -- ARGV[1]  what to read: "-" nothing, "all", "since:N" (published after sequence number N),
 --          or "ends:K" (the K least and the K most loaded hosts)
 -- ARGV[2..] triples to publish: host, utilisation, summary
@@ -25,8 +27,15 @@ kinds = {zset = true, none = true}
 if not kinds[redis.call('TYPE', KEYS[2])['ok']] or not kinds[redis.call('TYPE', KEYS[3])['ok']] then
   return reply
 end
-local top = redis.call('ZREVRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-local seq = tonumber(top[2] or 0)
+local counted = redis.pcall('GET', KEYS[4])
+if type(counted) == 'table' or (counted and not string.match(counted, '^%d+$')) then
+  return reply
+end
+local seq = tonumber(counted)
+if not seq then
+  local top = redis.call('ZREVRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  seq = tonumber(top[2] or 0)
+end
 
 -- The summaries of ``hosts`` (a list), in chunks: unpack takes a few thousand values at most.
 local function hmget(hosts)
@@ -99,6 +108,7 @@ if #order > 0 then
     redis.call('ZADD', KEYS[2], unpack(changes, first, last))
     redis.call('ZADD', KEYS[3], unpack(loads, first, last))
   end
+  if #summaries > 0 then redis.call('SET', KEYS[4], seq) end
 end
 reply[2] = seq
 reply[3] = redis.call('HLEN', KEYS[1])
