@@ -19,8 +19,8 @@ key                            holds                                            
 ``P:cursor:round_robin``       last host chosen by ``round_robin`` (a hint only)           none
 ``P:{fleet}:summary``          fleet view: host -> summary JSON (a hint only)              none
 ``P:{fleet}:changes``          fleet view: host -> sequence number of its last change      none
-``P:{fleet}:sequence``         fleet view: the last sequence number given (counter)        none
 ``P:{fleet}:load``             fleet view: host -> utilisation, to find the ends quickly    none
+``P:{fleet}:sequence``         fleet view: the last sequence number given (counter)        none
 ``P:placement:ID``             host of an explicit reservation id (``--id``; a hint only)  24 h
 =============================  ==========================================================  =========
 

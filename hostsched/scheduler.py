@@ -325,7 +325,6 @@ class Scheduler:
                 self._unpublished[outcome.host] = outcome.published
             else:
                 self._published.add(outcome.host)
-                self._unpublished.pop(outcome.host, None)  # (an older one, not published)
                 if outcome.sequence == self.view.sequence + 1:
                     self.view.sequence = outcome.sequence  # nothing else published since the
                     # view's last read: the next read starts after this one
